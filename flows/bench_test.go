@@ -1,0 +1,160 @@
+package flows
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/weirlb/weir/packet"
+)
+
+// reportPkt reports the per-packet cost (one table operation per packet).
+func reportPkt(b *testing.B, ops int) {
+	if ops == 0 {
+		return
+	}
+	ns := float64(b.Elapsed().Nanoseconds()) / float64(ops)
+	b.ReportMetric(ns, "ns/pkt")
+	b.ReportMetric(1e3/ns, "Mpps")
+}
+
+// flowSet returns n keys (mixed TCP and UDP, IPv4 and IPv6) and hashes,
+// starting at index from.
+func flowSet(from, n int) ([]packet.FlowKey, []uint64) {
+	keys := make([]packet.FlowKey, n)
+	hashes := make([]uint64, n)
+	for i := range keys {
+		proto := uint8(packet.ProtoTCP)
+		if i%4 == 3 {
+			proto = packet.ProtoUDP
+		}
+		keys[i] = testKey(from+i, proto)
+		if i%2 == 1 {
+			keys[i].Family = 6
+		}
+		hashes[i] = hashOf(from + i)
+	}
+	return keys, hashes
+}
+
+// shuffled returns the keys and hashes in a random order, as separate
+// arrays so the benchmark streams them instead of chasing a permutation.
+func shuffled(keys []packet.FlowKey, hashes []uint64) ([]packet.FlowKey, []uint64) {
+	perm := rand.New(rand.NewPCG(1, 2)).Perm(len(keys))
+	k2 := make([]packet.FlowKey, len(keys))
+	h2 := make([]uint64, len(keys))
+	for i, p := range perm {
+		k2[i], h2[i] = keys[p], hashes[p]
+	}
+	return k2, h2
+}
+
+func BenchmarkLookupHot(b *testing.B) {
+	tb := newTable(b, DefaultConfig())
+	k, h := testKey(1, packet.ProtoTCP), hashOf(1)
+	tb.Insert(&k, h, 1, t0)
+	n := 0
+	for b.Loop() {
+		if _, ok := tb.Lookup(&k, h, t0); !ok {
+			b.Fatal("miss")
+		}
+		n++
+	}
+	reportPkt(b, n)
+}
+
+func benchLookup(b *testing.B, capacity, flows int) {
+	cfg := DefaultConfig()
+	cfg.Capacity = capacity
+	tb := newTable(b, cfg)
+	keys, hashes := flowSet(0, flows)
+	for i := range keys {
+		tb.Insert(&keys[i], hashes[i], uint32(i), t0)
+	}
+	keys, hashes = shuffled(keys, hashes)
+	hits, n := 0, 0
+	b.ResetTimer()
+	for b.Loop() {
+		i := n % len(keys)
+		if _, ok := tb.Lookup(&keys[i], hashes[i], t0); ok {
+			hits++
+		}
+		n++
+	}
+	reportPkt(b, n)
+	b.ReportMetric(100*float64(hits)/float64(n), "hit-%")
+}
+
+// 64k flows in the default 1M-entry table, looked up in shuffled order.
+func BenchmarkLookup64k(b *testing.B) { benchLookup(b, DefaultCapacity, 1<<16) }
+
+// 1M flows in a table with room for 2M, so every lookup hits.
+func BenchmarkLookup1M(b *testing.B) { benchLookup(b, 2<<20, 1<<20) }
+
+// 1M flows in the default 1M-entry table: buckets overflow, so the
+// evicted flows miss (the hit-% metric says how many).
+func BenchmarkLookup1MFull(b *testing.B) { benchLookup(b, DefaultCapacity, 1<<20) }
+
+func BenchmarkLookupMiss64k(b *testing.B) {
+	tb := newTable(b, DefaultConfig())
+	keys, hashes := flowSet(0, 1<<16)
+	for i := range keys {
+		tb.Insert(&keys[i], hashes[i], uint32(i), t0)
+	}
+	absent, ah := flowSet(1<<20, 1<<16)
+	n := 0
+	for b.Loop() {
+		i := n % len(absent)
+		if _, ok := tb.Lookup(&absent[i], ah[i], t0); ok {
+			b.Fatal("hit on absent key")
+		}
+		n++
+	}
+	reportPkt(b, n)
+}
+
+// benchInsertEvict fills every slot of the table with live entries, then
+// inserts new flows: each insert lands in a full bucket and evicts.
+func benchInsertEvict(b *testing.B, capacity int) {
+	cfg := DefaultConfig()
+	cfg.Capacity = capacity
+	tb := newTable(b, cfg)
+	next := 0
+	for tb.Len() < tb.Capacity() {
+		k := testKey(next, packet.ProtoTCP)
+		tb.Insert(&k, hashOf(next), 1, t0)
+		next++
+	}
+	// Twice the capacity of fresh keys: by the time one comes round again,
+	// it has almost surely been evicted (the evict-% metric shows it).
+	keys, hashes := flowSet(next, 2*capacity)
+	now := t0
+	evicted, n := 0, 0
+	b.ResetTimer()
+	for b.Loop() {
+		i := n % len(keys)
+		if tb.Insert(&keys[i], hashes[i], uint32(n), now) == Evicted {
+			evicted++
+		}
+		now += 100 // 100 ns per packet: deadlines differ, as in real traffic
+		n++
+	}
+	reportPkt(b, n)
+	b.ReportMetric(100*float64(evicted)/float64(n), "evict-%")
+}
+
+func BenchmarkInsertEvict64k(b *testing.B) { benchInsertEvict(b, 1<<16) }
+func BenchmarkInsertEvict1M(b *testing.B)  { benchInsertEvict(b, 1<<20) }
+
+func BenchmarkSweep(b *testing.B) {
+	tb := newTable(b, DefaultConfig())
+	keys, hashes := flowSet(0, 1<<19)
+	for i := range keys {
+		tb.Insert(&keys[i], hashes[i], 1, t0)
+	}
+	n := 0
+	for b.Loop() {
+		tb.Sweep(t0, 256)
+		n += 256
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/bucket")
+}
