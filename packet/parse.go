@@ -168,6 +168,12 @@ func parseIPv6(frame []byte, off int, p *Parsed) {
 		p.Reason = ReasonTruncated
 		return
 	}
+	if off+total > 0xffff {
+		// Parsed holds offsets in 16 bits; a packet ending past 64 KiB (no
+		// link weir serves carries one) would wrap IPLen or L4Off.
+		p.Reason = ReasonBadLength
+		return
+	}
 	if ip.HopLimit() == 0 {
 		p.Reason = ReasonTTLExpired
 		return
@@ -203,7 +209,9 @@ func parseIPv6(frame []byte, off int, p *Parsed) {
 // the upper-layer protocol and its offset, whether the packet is a fragment
 // (and if so whether the first one), and false when the chain is malformed.
 func walkIPv6Ext(pkt []byte, off int, nh uint8) (proto uint8, l4 int, fragment, first, ok bool) {
-	for i := 0; i < MaxIPv6ExtHeaders; i++ {
+	// Iteration i looks at header i+1 of the chain: up to MaxIPv6ExtHeaders
+	// extension headers and then the upper-layer header.
+	for i := 0; i <= MaxIPv6ExtHeaders; i++ {
 		switch nh {
 		case ExtHopByHop, ExtRouting, ExtDestOptions:
 			if len(pkt)-off < 8 {
