@@ -3,6 +3,7 @@ package flows
 import (
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/weirlb/weir/packet"
 )
@@ -62,6 +63,11 @@ func BenchmarkLookupHot(b *testing.B) {
 	reportPkt(b, n)
 }
 
+// batch is the worker's batch size in the prefetching benchmarks.
+const batch = 32
+
+// benchLookup looks up every one of flows flows in shuffled order, either
+// one by one or as a worker does: Prefetch for a batch, then the lookups.
 func benchLookup(b *testing.B, capacity, flows int) {
 	cfg := DefaultConfig()
 	cfg.Capacity = capacity
@@ -71,27 +77,47 @@ func benchLookup(b *testing.B, capacity, flows int) {
 		tb.Insert(&keys[i], hashes[i], uint32(i), t0)
 	}
 	keys, hashes = shuffled(keys, hashes)
-	hits, n := 0, 0
-	b.ResetTimer()
-	for b.Loop() {
-		i := n % len(keys)
-		if _, ok := tb.Lookup(&keys[i], hashes[i], t0); ok {
-			hits++
+	b.Run("one-by-one", func(b *testing.B) {
+		hits, n := 0, 0
+		for b.Loop() {
+			i := n % len(keys)
+			if _, ok := tb.Lookup(&keys[i], hashes[i], t0); ok {
+				hits++
+			}
+			n++
 		}
-		n++
-	}
-	reportPkt(b, n)
-	b.ReportMetric(100*float64(hits)/float64(n), "hit-%")
+		reportPkt(b, n)
+		b.ReportMetric(100*float64(hits)/float64(n), "hit-%")
+	})
+	b.Run("batch32-prefetch", func(b *testing.B) {
+		hits, n := 0, 0
+		for b.Loop() {
+			base := n % len(keys) // len(keys) is a multiple of batch
+			ks, hs := keys[base:base+batch], hashes[base:base+batch]
+			for _, h := range hs {
+				tb.Prefetch(h)
+			}
+			for j := range ks {
+				if _, ok := tb.Lookup(&ks[j], hs[j], t0); ok {
+					hits++
+				}
+			}
+			n += batch
+		}
+		reportPkt(b, n)
+		b.ReportMetric(100*float64(hits)/float64(n), "hit-%")
+	})
 }
 
 // 64k flows in the default 1M-entry table, looked up in shuffled order.
 func BenchmarkLookup64k(b *testing.B) { benchLookup(b, DefaultCapacity, 1<<16) }
 
-// 1M flows in a table with room for 2M, so every lookup hits.
+// 1M flows in a table with room for 2M, so almost every lookup hits (a
+// few hundredths of the buckets overflow: the hit-% metric shows them).
 func BenchmarkLookup1M(b *testing.B) { benchLookup(b, 2<<20, 1<<20) }
 
 // 1M flows in the default 1M-entry table: buckets overflow, so the
-// evicted flows miss (the hit-% metric says how many).
+// evicted flows miss.
 func BenchmarkLookup1MFull(b *testing.B) { benchLookup(b, DefaultCapacity, 1<<20) }
 
 func BenchmarkLookupMiss64k(b *testing.B) {
@@ -124,22 +150,42 @@ func benchInsertEvict(b *testing.B, capacity int) {
 		tb.Insert(&k, hashOf(next), 1, t0)
 		next++
 	}
-	// Twice the capacity of fresh keys: by the time one comes round again,
-	// it has almost surely been evicted (the evict-% metric shows it).
-	keys, hashes := flowSet(next, 2*capacity)
+	// Four times the capacity of fresh keys: by the time one comes round
+	// again it has almost surely been evicted (the evict-% metric shows it).
+	keys, hashes := flowSet(next, 4*tb.Capacity()/batch*batch)
 	now := t0
-	evicted, n := 0, 0
-	b.ResetTimer()
-	for b.Loop() {
-		i := n % len(keys)
-		if tb.Insert(&keys[i], hashes[i], uint32(n), now) == Evicted {
-			evicted++
+	// 1 µs per packet: a flood of new flows at 1 Mpps, deadlines advancing.
+	const step = int64(time.Microsecond)
+	// pos persists across b.Loop's runs so no run re-inserts earlier keys.
+	pos := 0
+	for _, prefetch := range []bool{false, true} {
+		name := "one-by-one"
+		if prefetch {
+			name = "batch32-prefetch"
 		}
-		now += 100 // 100 ns per packet: deadlines differ, as in real traffic
-		n++
+		b.Run(name, func(b *testing.B) {
+			evicted, n := 0, 0
+			for b.Loop() {
+				base := pos % len(keys)
+				pos += batch
+				ks, hs := keys[base:base+batch], hashes[base:base+batch]
+				if prefetch {
+					for _, h := range hs {
+						tb.Prefetch(h)
+					}
+				}
+				for j := range ks {
+					if tb.Insert(&ks[j], hs[j], uint32(n), now) == Evicted {
+						evicted++
+					}
+					now += step
+				}
+				n += batch
+			}
+			reportPkt(b, n)
+			b.ReportMetric(100*float64(evicted)/float64(n), "evict-%")
+		})
 	}
-	reportPkt(b, n)
-	b.ReportMetric(100*float64(evicted)/float64(n), "evict-%")
 }
 
 func BenchmarkInsertEvict64k(b *testing.B) { benchInsertEvict(b, 1<<16) }

@@ -120,6 +120,9 @@ func TestAgainstModel(t *testing.T) {
 				delete(m.m, *k)
 			case r < 92:
 				tb.Sweep(now, rng.IntN(200))
+			case r == 92 && rng.IntN(100) == 0:
+				tb.Reset()
+				clear(m.m)
 			default:
 				// ~0.04 ticks per op: a key comes back every ~3000 ops,
 				// ~120 ticks, so some of its entries live and some expire.

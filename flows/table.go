@@ -17,12 +17,9 @@ const Tick = time.Duration(1) << tickShift
 
 const tickShift = 24
 
-// Sizes of the two arrays' elements, for MemoryBytes. A test checks them
-// against the compiler's layout.
-const (
-	bucketBytes = 64
-	keyBytes    = 40
-)
+// bucketBytes is the size of a bucket, for MemoryBytes and prefault. A test
+// checks it against the compiler's layout.
+const bucketBytes = 384
 
 // SWAR constants over the 8 tag bytes of a bucket (byte i = slot i; byte 7
 // is not a slot and is always 0).
@@ -32,14 +29,24 @@ const (
 	slotsMSB = 0x0080808080808080 // high bit of each real slot's byte
 )
 
-// bucket is the metadata of SlotsPerBucket slots: exactly one cache line.
+// bucket is SlotsPerBucket slots in six cache lines. The first line holds
+// all the metadata (a miss reads nothing else); the keys follow, so the key
+// a hit compares is on the same page as the metadata (no second TLB miss)
+// and slot 0's key is in the metadata's 128-byte line pair, which the CPU's
+// adjacent-line prefetcher and Prefetch bring in together. Inserts fill the
+// lowest free slot, so in a table that is not full most flows are in slot 0.
+//
 // A tag of 0 marks an empty slot; a live slot's tag is the top byte of its
 // flow hash (forced non-zero), so a lookup compares a key only when the tag
 // matches (a false match costs 7/255 key compares per miss on a full bucket).
+// The 40 bytes of padding make a bucket 3×128 bytes, so every bucket starts
+// a 128-byte pair (Go allocates large slices page-aligned).
 type bucket struct {
 	tags     [8]uint8
 	deadline [SlotsPerBucket]uint32 // tick at which the entry expires
 	backend  [SlotsPerBucket]uint32
+	keys     [SlotsPerBucket]packet.FlowKey
+	_        [40]byte
 }
 
 // InsertResult says what Insert did.
@@ -92,8 +99,7 @@ type Stats struct {
 // one worker goroutine owns it (see the package documentation).
 type Table struct {
 	buckets []bucket
-	keys    [][SlotsPerBucket]packet.FlowKey // keys[b][i] belongs to buckets[b] slot i
-	nb      uint64                           // len(buckets)
+	nb      uint64 // len(buckets)
 
 	timeout [256]uint32 // idle timeout in ticks, by IP protocol
 
@@ -109,6 +115,7 @@ type Table struct {
 	lastFill  int64
 	primed    bool // lastFill is valid
 
+	sink  uint64 // keeps Prefetch's loads alive
 	stats Stats
 	cfg   Config
 }
@@ -124,7 +131,6 @@ func New(cfg Config) (*Table, error) {
 	cfg.Capacity = nb * SlotsPerBucket
 	t := &Table{
 		buckets: make([]bucket, nb),
-		keys:    make([][SlotsPerBucket]packet.FlowKey, nb),
 		nb:      uint64(nb),
 		cfg:     cfg,
 	}
@@ -143,16 +149,14 @@ func New(cfg Config) (*Table, error) {
 	return t, nil
 }
 
-// prefault writes one byte per page of both arrays. A fresh large allocation
-// is untouched anonymous memory; without this, the first flow landing on
-// each page would pay a page fault (microseconds) on the packet path.
+// prefault writes a byte in every page of the table. A fresh large
+// allocation is untouched anonymous memory; without this, the first flow
+// landing on each page would pay a page fault (microseconds) on the packet
+// path.
 func (t *Table) prefault() {
 	const page = 4096
 	for i := 0; i < len(t.buckets); i += page / bucketBytes {
 		t.buckets[i].tags[7] = 0
-	}
-	for i := 0; i < len(t.keys); i += page / (SlotsPerBucket * keyBytes) {
-		t.keys[i][0].Family = 0
 	}
 }
 
@@ -172,6 +176,20 @@ func tick(now int64) uint32 {
 // independent of the bucket.
 func (t *Table) index(hash uint64) uint64 {
 	return (uint64(uint32(hash)) * t.nb) >> 32
+}
+
+// Prefetch loads the cache lines that a Lookup or Insert of a key with this
+// hash reads first: the bucket's metadata and slot 0's key. A worker calls
+// it for every packet of a batch before it looks any of them up, so the
+// cache misses of the whole batch overlap instead of being paid one after
+// another (on the development VM, lookups over 64k flows in a 1M table
+// cost about 42 ns each one by one and 22 ns in batches of 32 after
+// Prefetch). Go has no prefetch instruction, so these are ordinary loads
+// kept alive through a field; on a cached bucket it costs about a
+// nanosecond.
+func (t *Table) Prefetch(hash uint64) {
+	b := &t.buckets[t.index(hash)]
+	t.sink += uint64(b.tags[0]) + uint64(b.keys[0].Family)
 }
 
 func tagOf(hash uint64) uint8 {
@@ -218,7 +236,7 @@ func keyEqual(a, b *packet.FlowKey) bool {
 func (t *Table) Lookup(k *packet.FlowKey, hash uint64, now int64) (backend uint32, ok bool) {
 	bi := t.index(hash)
 	b := &t.buckets[bi]
-	keys := &t.keys[bi]
+	keys := &b.keys
 	for m := matchTag(loadTags(b), tagOf(hash)); m != 0; m &= m - 1 {
 		i := bits.TrailingZeros64(m) >> 3
 		if !keyEqual(&keys[i], k) {
@@ -250,7 +268,7 @@ func (t *Table) Lookup(k *packet.FlowKey, hash uint64, now int64) (backend uint3
 func (t *Table) Insert(k *packet.FlowKey, hash uint64, backend uint32, now int64) InsertResult {
 	bi := t.index(hash)
 	b := &t.buckets[bi]
-	keys := &t.keys[bi]
+	keys := &b.keys
 	nt := tick(now)
 	tags := loadTags(b)
 	for m := matchTag(tags, tagOf(hash)); m != 0; m &= m - 1 {
@@ -332,7 +350,7 @@ func (t *Table) takeToken(now int64) bool {
 func (t *Table) Delete(k *packet.FlowKey, hash uint64, now int64) bool {
 	bi := t.index(hash)
 	b := &t.buckets[bi]
-	keys := &t.keys[bi]
+	keys := &b.keys
 	for m := matchTag(loadTags(b), tagOf(hash)); m != 0; m &= m - 1 {
 		i := bits.TrailingZeros64(m) >> 3
 		if !keyEqual(&keys[i], k) {
@@ -360,8 +378,14 @@ func (t *Table) Sweep(now int64, maxBuckets int) (expired int) {
 	maxBuckets = min(maxBuckets, len(t.buckets))
 	nt := tick(now)
 	c := t.cursor
+	var ahead uint64
 	for range maxBuckets {
 		b := &t.buckets[c]
+		// Touch a bucket a few ahead so the metadata lines (384 bytes
+		// apart, one per bucket) load in parallel instead of one by one.
+		if a := c + 8; a < len(t.buckets) {
+			ahead += uint64(t.buckets[a].tags[0])
+		}
 		for m := usedSlots(loadTags(b)); m != 0; m &= m - 1 {
 			i := bits.TrailingZeros64(m) >> 3
 			if int32(b.deadline[i]-nt) <= 0 {
@@ -373,6 +397,7 @@ func (t *Table) Sweep(now int64, maxBuckets int) (expired int) {
 			c = 0
 		}
 	}
+	t.sink += ahead
 	t.cursor = c
 	t.n -= expired
 	t.stats.Expired += uint64(expired)
@@ -382,7 +407,10 @@ func (t *Table) Sweep(now int64, maxBuckets int) (expired int) {
 // Reset empties the table in place and refills the new-flow token bucket.
 // Counters keep counting (they feed monotonic metrics).
 func (t *Table) Reset() {
-	clear(t.buckets)
+	// Only the tags: a slot with tag 0 is empty whatever else it holds.
+	for i := range t.buckets {
+		t.buckets[i].tags = [8]uint8{}
+	}
 	t.n = 0
 	t.cursor = 0
 	t.primed = false
@@ -401,7 +429,7 @@ func (t *Table) Buckets() int { return len(t.buckets) }
 
 // MemoryBytes returns the memory held by the table's arrays.
 func (t *Table) MemoryBytes() int {
-	return len(t.buckets)*bucketBytes + len(t.keys)*SlotsPerBucket*keyBytes
+	return len(t.buckets) * bucketBytes
 }
 
 // Config returns the configuration in force, with Capacity rounded.

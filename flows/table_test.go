@@ -274,6 +274,34 @@ func TestFullBucketReusesExpiredSlot(t *testing.T) {
 	}
 }
 
+func TestFullBucketReinsertExpiredKey(t *testing.T) {
+	// The key being inserted is itself the expired entry of a full bucket:
+	// its slot is reclaimed once and reused, with nothing evicted.
+	tb := newTable(t, smallConfig())
+	for j := range SlotsPerBucket {
+		proto := uint8(packet.ProtoTCP)
+		if j == 3 {
+			proto = packet.ProtoUDP
+		}
+		k := testKey(j, proto)
+		tb.Insert(&k, collidingHash(j), uint32(j), t0)
+	}
+	k3 := testKey(3, packet.ProtoUDP)
+	if r := tb.Insert(&k3, collidingHash(3), 33, t0+40*sec); r != Inserted {
+		t.Fatalf("Insert = %v, want inserted", r)
+	}
+	s := tb.Stats()
+	if s.Evictions != 0 || s.Expired != 1 || tb.Len() != SlotsPerBucket {
+		t.Fatalf("Evictions %d Expired %d Len %d, want 0 1 %d", s.Evictions, s.Expired, tb.Len(), SlotsPerBucket)
+	}
+	if be, ok := tb.Lookup(&k3, collidingHash(3), t0+40*sec); !ok || be != 33 {
+		t.Fatalf("Lookup = %d,%v, want 33,true", be, ok)
+	}
+	if got := tb.Sweep(t0+40*sec, tb.Buckets()); got != 0 || tb.Len() != SlotsPerBucket {
+		t.Fatalf("Sweep reclaimed %d, Len %d", got, tb.Len())
+	}
+}
+
 func TestInsertExpiredKeyIsNew(t *testing.T) {
 	cfg := smallConfig()
 	cfg.NewFlowsPerSecond, cfg.NewFlowBurst = 1, 1
@@ -532,11 +560,18 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestLayout(t *testing.T) {
-	if s := reflect.TypeFor[bucket]().Size(); s != bucketBytes || bucketBytes != 64 {
-		t.Fatalf("bucket is %d bytes, want one 64-byte cache line", s)
+	bt := reflect.TypeFor[bucket]()
+	if s := bt.Size(); s != bucketBytes || s%128 != 0 {
+		t.Fatalf("bucket is %d bytes, want bucketBytes (%d), a multiple of 128", s, bucketBytes)
 	}
-	if s := reflect.TypeFor[packet.FlowKey]().Size(); s != keyBytes {
-		t.Fatalf("FlowKey is %d bytes, keyBytes says %d", s, keyBytes)
+	keys, _ := bt.FieldByName("keys")
+	backend, _ := bt.FieldByName("backend")
+	if keys.Offset != 64 || backend.Offset+backend.Type.Size() > 64 {
+		t.Fatalf("metadata ends at %d and keys start at %d, want both 64 (one metadata line)",
+			backend.Offset+backend.Type.Size(), keys.Offset)
+	}
+	if s := reflect.TypeFor[packet.FlowKey]().Size(); 64+s > 128 {
+		t.Fatalf("FlowKey is %d bytes: slot 0's key no longer shares the metadata's 128-byte pair", s)
 	}
 }
 
@@ -555,8 +590,8 @@ func TestMemory1M(t *testing.T) {
 	if tb.Capacity() < 1<<20 {
 		t.Fatalf("capacity %d < 1<<20", tb.Capacity())
 	}
-	if perEntry > 50 {
-		t.Fatalf("%.2f bytes per entry, want <= 50", perEntry)
+	if perEntry > 56 {
+		t.Fatalf("%.2f bytes per entry, want <= 56", perEntry)
 	}
 	if tb.MemoryBytes() > 60<<20 || heap > 60<<20 {
 		t.Fatalf("1M-entry table takes %d bytes (heap %d), want < 60 MiB", tb.MemoryBytes(), heap)
@@ -603,6 +638,7 @@ func TestNoAllocs(t *testing.T) {
 			full.Delete(&miss, 12345, now)
 		}},
 		{"Sweep", func() { tb.Sweep(t0+3600*sec, 16) }},
+		{"Prefetch", func() { tb.Prefetch(h) }},
 		{"Stats", func() { _ = tb.Stats() }},
 	} {
 		if a := testing.AllocsPerRun(1000, c.f); a != 0 {
