@@ -1,0 +1,291 @@
+package appliance
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/weirlb/weir/flows"
+	"github.com/weirlb/weir/hashing"
+	"github.com/weirlb/weir/packet"
+)
+
+// Verdict is what a worker does with a frame after Forward.
+type Verdict uint8
+
+// Verdicts.
+const (
+	VerdictDrop  Verdict = iota // recycle the frame; the reason was counted
+	VerdictTX                   // transmit the output frame towards a backend
+	VerdictReply                // transmit the output frame back to the client (ICMP too big)
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case VerdictDrop:
+		return "drop"
+	case VerdictTX:
+		return "tx"
+	case VerdictReply:
+		return "reply"
+	}
+	return fmt.Sprintf("verdict(%d)", v)
+}
+
+// Forwarder makes the per-packet decision for one worker: parse, find the
+// VIP, find the flow's backend (flow table first, Maglev on a miss), and
+// rewrite or encapsulate the frame in place. It owns the worker's flow table
+// and counters. A Forwarder belongs to one goroutine; it takes no lock and
+// allocates nothing per packet.
+type Forwarder struct {
+	snap   *Snapshot
+	now    int64
+	flows  *flows.Table
+	parsed packet.Parsed
+	c      Counters
+	reals  []RealCounters // indexed by real slot
+	ipID   uint16         // outer IPv4 ID for non-DF packets
+}
+
+// NewForwarder returns a forwarder with a flow table built from fc and
+// per-real counters for up to maxReals reals (Registry.MaxReals).
+func NewForwarder(fc flows.Config, maxReals int) (*Forwarder, error) {
+	t, err := flows.New(fc)
+	if err != nil {
+		return nil, fmt.Errorf("flow table: %w", err)
+	}
+	if maxReals < 1 || maxReals > MaxRealsLimit {
+		return nil, fmt.Errorf("max reals %d out of range 1..%d", maxReals, MaxRealsLimit)
+	}
+	return &Forwarder{flows: t, reals: make([]RealCounters, maxReals)}, nil
+}
+
+// Begin starts a batch: the snapshot and the time (monotonic nanoseconds)
+// hold for every frame until the next Begin. Call it once per batch.
+func (f *Forwarder) Begin(s *Snapshot, now int64) {
+	f.snap = s
+	f.now = now
+}
+
+// Counters returns the worker's counters. Only the owning goroutine may call
+// it while the worker runs.
+func (f *Forwarder) Counters() *Counters { return &f.c }
+
+// RealCounters returns the per-real counters, indexed by real slot. Only the
+// owning goroutine may read them while the worker runs.
+func (f *Forwarder) RealCounters() []RealCounters { return f.reals }
+
+// Flows returns the worker's flow table (owner goroutine only).
+func (f *Forwarder) Flows() *flows.Table { return f.flows }
+
+// Forward decides the fate of the frame at buf[start:start+length]; the bytes
+// in front of start are headroom that encapsulation may use. It returns the
+// verdict and, unless dropped, the bounds of the frame to transmit, which may
+// start before start. It writes nothing outside buf[:start+length].
+func (f *Forwarder) Forward(buf []byte, start, length int) (v Verdict, outStart, outLen int) {
+	c := &f.c
+	c.RXPackets++
+	c.RXBytes += uint64(length)
+	frame := buf[start : start+length]
+	p := &f.parsed
+	packet.Parse(frame, p)
+	if p.Reason != packet.OK {
+		return f.drop(DropReason(p.Reason))
+	}
+	s := f.snap
+	var vi int32
+	var ok bool
+	if p.Fragment {
+		vi, ok = s.fragIndex.lookup(&p.Key, 0)
+	} else {
+		vi, ok = s.vipIndex.lookup(&p.Key, p.Key.DstPort)
+		if !ok {
+			vi, ok = s.vipIndex.lookup(&p.Key, 0)
+		}
+	}
+	if !ok {
+		return f.drop(f.unknownVIP())
+	}
+	if !p.ICMPError && p.Proto != p.Key.Proto {
+		return f.drop(DropUnsupported)
+	}
+	vip := &s.vips[vi]
+
+	hash := hashing.FlowHash(&p.Key, s.seed)
+	var r *realState
+	if id, hit := f.flows.Lookup(&p.Key, hash, f.now); hit {
+		if slot := id & realSlotMask; int(slot) < len(s.reals) {
+			if cand := &s.reals[slot]; cand.id == id && cand.vip == vi && cand.usable {
+				r = cand
+				c.FlowHits++
+			}
+		}
+		if r == nil {
+			c.FlowsMoved++
+		}
+	}
+	if r == nil {
+		i := vip.maglev.Lookup(hash)
+		if i < 0 {
+			return f.drop(DropNoBackend)
+		}
+		id := vip.maglevReals[i]
+		r = &s.reals[id&realSlotMask]
+		// ICMP errors follow a flow but do not start one.
+		if !p.ICMPError {
+			c.NewFlows++
+			if f.flows.Insert(&p.Key, hash, id, f.now) == flows.RateLimited {
+				c.NotRemembered++
+			}
+		}
+	}
+	if p.Fragment {
+		c.Fragments++
+	}
+	if p.ICMPError {
+		c.ICMPErrors++
+	}
+
+	switch vip.Mode {
+	case ModeDSR:
+		eth := packet.Ethernet(frame)
+		eth.SetDst(r.mac)
+		eth.SetSrc(s.localMAC)
+		outStart, outLen = start, length
+	default:
+		v, outStart, outLen = f.encapsulate(buf, start, vip, r, hash)
+		if v != VerdictTX {
+			return v, outStart, outLen
+		}
+	}
+	c.TXPackets++
+	c.TXBytes += uint64(outLen)
+	rc := &f.reals[r.id&realSlotMask]
+	rc.Packets++
+	rc.Bytes += uint64(outLen)
+	return VerdictTX, outStart, outLen
+}
+
+func (f *Forwarder) drop(r DropReason) (Verdict, int, int) {
+	f.c.Drops[r]++
+	return VerdictDrop, 0, 0
+}
+
+// unknownVIP tells a packet to an address that is no VIP from one to a VIP
+// address with another protocol or port. It runs on the drop path only.
+func (f *Forwarder) unknownVIP() DropReason {
+	k := &f.parsed.Key
+	var a [17]byte
+	a[0] = k.Family
+	if k.Family == 4 {
+		copy(a[1:], k.Dst[:4])
+	} else {
+		copy(a[1:], k.Dst[:])
+	}
+	if _, ok := f.snap.addrs[a]; ok {
+		return DropUnsupported
+	}
+	return DropUnknownVIP
+}
+
+// encapsulate puts the outer headers of vip's mode in front of the IP packet,
+// or handles a packet that would not fit the VIP's MTU.
+func (f *Forwarder) encapsulate(buf []byte, start int, vip *vipState, r *realState, hash uint64) (Verdict, int, int) {
+	p := &f.parsed
+	s := f.snap
+	l2Len := int(p.L3Off)
+	ipLen := int(p.IPLen)
+	outer := packet.IPv4MinLen
+	if r.family == 6 {
+		outer = packet.IPv6Len
+	}
+	extra := 0
+	if vip.Mode == ModeGUE {
+		extra = packet.UDPLen
+	}
+	total := outer + extra + ipLen
+	if total > vip.mtu {
+		if vip.TooBig == TooBigICMP && p.DF && !p.ICMPError {
+			if start < packet.IPv6Len+packet.ICMPHeaderLen {
+				return f.drop(DropNoHeadroom)
+			}
+			ns, n := packet.WriteICMPTooBig(buf, start, p, uint32(vip.mtu-outer-extra))
+			packet.Ethernet(buf[ns:]).SetSrc(s.localMAC)
+			f.c.Replies++
+			return VerdictReply, ns, n
+		}
+		return f.drop(DropTooBig)
+	}
+	if start < outer+extra {
+		return f.drop(DropNoHeadroom)
+	}
+	innerProto := packet.InnerProto(p.Family)
+	proto := innerProto
+	if vip.Mode == ModeGUE {
+		proto = packet.ProtoUDP
+	}
+	var ns int
+	if r.family == 4 {
+		src := s.local4
+		if vip.srcPrefix {
+			src = craft4(vip, hash)
+		}
+		var id uint16
+		if !p.DF {
+			f.ipID++
+			id = f.ipID
+		}
+		ns = packet.EncapIPv4(buf, start, l2Len, ipLen, extra, proto, p.TOS, p.DF, id, src, r.addr4)
+		if vip.Mode == ModeGUE {
+			// A zero UDP checksum is allowed over IPv4 (RFC 768) and saves a
+			// pass over the whole packet.
+			packet.WriteUDPHeader(buf[ns+l2Len+packet.IPv4MinLen:], gueSourcePort(hash), vip.gueport, uint16(extra+ipLen), 0)
+		}
+	} else {
+		src := s.local6
+		if vip.srcPrefix {
+			src = craft6(vip, hash)
+		}
+		ns = packet.EncapIPv6(buf, start, l2Len, ipLen, extra, proto, p.TOS, uint32(hash)&0xfffff, &src, &r.addr6)
+		if vip.Mode == ModeGUE {
+			// IPv6 requires a UDP checksum (RFC 8200 section 8.1).
+			u := buf[ns+l2Len+packet.IPv6Len:]
+			udpLen := extra + ipLen
+			packet.WriteUDPHeader(u, gueSourcePort(hash), vip.gueport, uint16(udpLen), 0)
+			sum := packet.PseudoHeaderSum(src[:], r.addr6[:], packet.ProtoUDP, uint32(udpLen))
+			ck := packet.Finish(packet.Checksum(u[:udpLen], uint32(sum)))
+			if ck == 0 {
+				ck = 0xffff
+			}
+			packet.UDP(u).SetChecksum(ck)
+		}
+	}
+	eth := packet.Ethernet(buf[ns:])
+	eth.SetDst(r.mac)
+	eth.SetSrc(s.localMAC)
+	return VerdictTX, ns, l2Len + total
+}
+
+// gueSourcePort spreads flows over the ephemeral port range (RFC 6335) so that
+// receivers hashing the outer 5-tuple spread them over queues.
+func gueSourcePort(hash uint64) uint16 { return 0xc000 | uint16(hash>>32)&0x3fff }
+
+// craft4 returns an outer IPv4 source inside the VIP's source prefix whose
+// host bits come from the flow hash.
+func craft4(v *vipState, hash uint64) [4]byte {
+	var a [4]byte
+	h := uint32(hash) ^ uint32(hash>>32)
+	binary.BigEndian.PutUint32(a[:], binary.BigEndian.Uint32(v.srcBase[:4])|h&binary.BigEndian.Uint32(v.srcHostMask[:4]))
+	return a
+}
+
+// craft6 is craft4 for IPv6.
+func craft6(v *vipState, hash uint64) [16]byte {
+	var a [16]byte
+	hi := binary.BigEndian.Uint64(v.srcBase[0:8]) | bitsMix(hash)&binary.BigEndian.Uint64(v.srcHostMask[0:8])
+	lo := binary.BigEndian.Uint64(v.srcBase[8:16]) | hash&binary.BigEndian.Uint64(v.srcHostMask[8:16])
+	binary.BigEndian.PutUint64(a[0:8], hi)
+	binary.BigEndian.PutUint64(a[8:16], lo)
+	return a
+}
+
+func bitsMix(h uint64) uint64 { return (h ^ h>>31) * 0xbf58476d1ce4e5b9 }
