@@ -1,0 +1,68 @@
+// Package firmware owns the eBPF programs shipped with weir and their Go
+// API: loading them, attaching them through bpf_links, filling their maps
+// and reading their counters.
+//
+// The C sources sit next to the bpf2go output (redirect.c, parse.h). The
+// generated redirect_bpfel.go and redirect_bpfel.o are committed, so building
+// weir needs no clang; `go generate ./firmware` rebuilds them with Debian's
+// clang 14 byte for byte. Only the little-endian BPF target (bpfel) is
+// generated: the package builds on amd64, arm64 and other little-endian
+// architectures.
+//
+// # The redirect program (appliance side)
+//
+// weir_redirect runs in XDP on the appliance's NIC. It sends every frame of a
+// VIP flow to the AF_XDP socket of the RX queue the frame arrived on, with
+// bpf_redirect_map(&xsks, rx_queue_index, XDP_DROP): if that queue has no
+// socket the frame is dropped, never passed, because the host stack would
+// answer a SYN for a VIP it does not serve with a RST. Everything else (ARP,
+// IPv6 neighbour discovery, the host's own traffic, other addresses) goes to
+// the stack untouched.
+//
+// A frame belongs to a VIP flow when, after at most two 802.1Q/802.1ad tags:
+//   - its (destination address, protocol, destination port) is a VIP, or its
+//     (address, protocol) has a port-0 VIP (every port). Ports are read for
+//     TCP, UDP and SCTP; other protocols match port-0 VIPs only.
+//   - it is an ICMPv4 destination-unreachable (incl. fragmentation needed) or
+//     time-exceeded, or an ICMPv6 destination-unreachable, packet-too-big or
+//     time-exceeded message, whose quoted packet came from a VIP: quoted
+//     source address, protocol and source port are a VIP (or a port-0 VIP).
+//     These are the replies to a backend's direct-server-return traffic, and
+//     PMTU discovery needs them to reach weir.
+//   - it is an IP fragment: a first fragment carries ports and matches as
+//     above; a later one carries none and matches when its destination
+//     address has any VIP of its protocol. IPv6 hop-by-hop, routing,
+//     destination-options and fragment headers are walked (eight at most).
+//
+// Decisions: ICMP echo to a VIP address is not a VIP flow and passes (the
+// host answers if it holds the address), unless the address has an ICMP VIP.
+// Neighbour discovery always passes, even to an address with an ICMPv6 VIP.
+// A malformed frame (truncated headers, IHL < 5, lengths past the frame, an
+// overlong extension chain, a tiny first fragment) whose destination address
+// could be read and has a VIP of any protocol is dropped and counted: it
+// cannot be served, and the stack must not see it. Other malformed frames are
+// counted and passed; the stack discards them.
+//
+// Maps (see redirect.c, one comment per map):
+//   - vips: hash, key {addr [16]byte (IPv4 in the first 4 bytes); family 4
+//     or 6; protocol; port in network byte order (0: every port)}, value 1.
+//   - vip_addrs: hash, same key with port 0, once per (address, protocol) with
+//     a VIP and once with protocol 0 per address; value: how many VIPs stand
+//     behind the entry. Derived from vips by this package; used for
+//     non-first fragments and malformed frames.
+//   - xsks: XSKMAP, RX queue index -> AF_XDP socket (RedirectConfig.MaxQueues
+//     entries).
+//   - counters: per-CPU array of one struct; Redirect.Counters sums it.
+//
+// # Lifetime
+//
+// LoadRedirect returns a verified program with empty maps that sees no
+// traffic until Attach. Attach uses a bpf_link: the kernel detaches the
+// program when the link's last descriptor closes, so a crashed appliance does
+// not leave its program on the NIC (and the NIC does not keep dropping VIP
+// traffic for a dead process). Attachment.Close detaches one interface;
+// Redirect.Close detaches every attachment made through it and frees the
+// program and maps. AF_XDP sockets handed to SetSocket stay the caller's.
+// Redirect's methods are safe for concurrent use; they are control-plane
+// calls (map updates are syscalls), never for the per-packet path.
+package firmware
