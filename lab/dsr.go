@@ -99,24 +99,13 @@ func NewDSR(cfg DSRConfig) (_ *DSR, err error) {
 		if h.NS, err = b.ns(name, sysctls...); err != nil {
 			return nil, err
 		}
-		h.Peer, h.NIC, err = b.veth(
-			end{ns: d.Switch, name: port, mtu: defaultMTU, queues: queues},
-			end{ns: h.NS, name: "eth0", mac: macFor(h.Addr4), mtu: defaultMTU, queues: queues})
-		if err != nil {
+		if h.Peer, h.NIC, err = link(b, d.Switch, port, h, "eth0", queues, defaultMTU); err != nil {
 			return nil, err
 		}
 		if err := enslave(d.Switch, port, d.Bridge.Name); err != nil {
 			return nil, err
 		}
 		if err := setUp(d.Switch, port); err != nil {
-			return nil, err
-		}
-		if err := setUp(h.NS, "eth0"); err != nil {
-			return nil, err
-		}
-		err = addAddrs(h.NS, "eth0",
-			netip.PrefixFrom(h.Addr4, DSRSubnet4.Bits()), netip.PrefixFrom(h.Addr6, DSRSubnet6.Bits()))
-		if err != nil {
 			return nil, err
 		}
 		return h, b.step("host " + name)
