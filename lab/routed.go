@@ -199,7 +199,7 @@ func NewRouted(cfg RoutedConfig) (_ *Routed, err error) {
 				Addr4: hostAddr(p4, legBackendHost), Addr6: hostAddr(p6, legBackendHost),
 			},
 			Gateway4: hostAddr(p4, legRouterHost), Gateway6: hostAddr(p6, legRouterHost),
-			Port:     c.port,
+			Port: c.port,
 		}
 		if be.NS, err = b.ns(name, hostSysctls(false), backendSysctls); err != nil {
 			return nil, err
