@@ -90,10 +90,18 @@ func goldenModel() Model {
 // any encapsulation needs.
 const defaultStart = 128
 
-// testFlowConfig is a small flow table for tests that build many forwarders.
+// testFlowConfig is a flow table big enough for every test's flows without
+// evictions, and small enough to build many.
 func testFlowConfig() flows.Config {
 	c := flows.DefaultConfig()
-	c.Capacity = 1 << 12
+	c.Capacity = 1 << 16
+	return c
+}
+
+// oneShotConfig is for forwarders that see a packet or two.
+func oneShotConfig() flows.Config {
+	c := flows.DefaultConfig()
+	c.Capacity = 64
 	return c
 }
 
@@ -460,7 +468,7 @@ func TestForwardGolden(t *testing.T) {
 	seen := make(map[DropReason]bool)
 	for _, g := range goldenCases() {
 		t.Run(g.name, func(t *testing.T) {
-			f := newForwarder(t, s, testFlowConfig())
+			f := newForwarder(t, s, oneShotConfig())
 			start := g.start
 			if start == 0 {
 				start = defaultStart
@@ -495,7 +503,7 @@ func TestForwardGolden(t *testing.T) {
 			if !bytes.Equal(out, g.out) {
 				t.Fatalf("output differs\n got %x\nwant %x\n%s", out, g.out, firstDiff(out, g.out))
 			}
-			if _, err := checkOutput(out, v); err != nil {
+			if _, err := checkOutput(g.in, out, v); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -581,7 +589,7 @@ func TestSourcePrefix(t *testing.T) {
 					if err != nil || v != VerdictTX {
 						t.Fatalf("verdict %v, %v", v, err)
 					}
-					d, err := checkOutput(out, v)
+					d, err := checkOutput(in, out, v)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -641,8 +649,11 @@ func TestForwardRateLimitedFlowsStillForwarded(t *testing.T) {
 
 // multiVIP is a TCP port-80 VIP with n active backends 10.2.0.1..n (or
 // fd00:2::1..n for an IPv6 VIP) whose MACs are beMAC(1..n).
-func multiVIP(a string, mode Mode, n int) VIP {
-	v := vip(a, ipProtoTCP, 80, mode)
+func multiVIP(a string, mode Mode, n int) VIP { return multiVIPOn(a, ipProtoTCP, 80, mode, n) }
+
+// multiVIPOn is multiVIP for any protocol and port.
+func multiVIPOn(a string, proto uint8, port uint16, mode Mode, n int) VIP {
+	v := vip(a, proto, port, mode)
 	for i := 1; i <= n; i++ {
 		ba := fmt.Sprintf("10.2.0.%d", i)
 		if v.Addr.Is6() {
@@ -657,7 +668,7 @@ func multiVIP(a string, mode Mode, n int) VIP {
 // for in under s.
 func maglevChoice(tb testing.TB, s *Snapshot, in []byte) packet.MAC {
 	tb.Helper()
-	f := newForwarder(tb, s, testFlowConfig())
+	f := newForwarder(tb, s, oneShotConfig())
 	v, out, err := forwardChecked(f, in, defaultStart)
 	if err != nil || v != VerdictTX {
 		tb.Fatalf("fresh forwarder: verdict %v, %v", v, err)

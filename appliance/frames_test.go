@@ -9,6 +9,7 @@ package appliance
 // decoded with gopacket (checkOutput), a decoder written by other people.
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -395,23 +396,28 @@ func icmpTooBigFrom(router netip.Addr, quoted []byte, mtu uint32) []byte {
 
 // decoded is what checkOutput learned from a forwarded frame.
 type decoded struct {
-	dstMAC  packet.MAC
 	vlans   int
 	outer   netip.Addr // destination of the outermost IP header
-	inner   []byte     // the encapsulated IP packet (encapsulating modes)
 	encap   bool
 	gueSrc  uint16
 	icmpMTU uint32 // advertised MTU of a too-big reply
 }
 
-// checkOutput decodes a forwarded frame with gopacket and verifies every
-// checksum the appliance is responsible for: each IPv4 header (outer and
-// inner), the UDP checksum of GUE over IPv6 (zero over IPv4), and the ICMP
-// checksum of a too-big reply. Layers past the inner IP header belong to the
-// client and are not checked.
-func checkOutput(frame []byte, v Verdict) (decoded, error) {
+// checkOutput decodes the frame out that Forward made of in with gopacket,
+// and checks that it is what the verdict says:
+//   - VerdictTX in place (DSR): in with other MACs;
+//   - VerdictTX encapsulated: the VLAN tags of in, an outer IP header (and a
+//     UDP header for GUE), then exactly the IP packet of in;
+//   - VerdictReply: an ICMP too-big message from the destination of in to its
+//     source, quoting the start of in's IP packet.
+//
+// It verifies every checksum the appliance is responsible for: each IPv4
+// header (outer, inner, reply), the UDP checksum of GUE over IPv6 (zero over
+// IPv4), and the ICMP checksum of a reply. Layers past the client's IP header
+// are the client's business and are not decoded.
+func checkOutput(in, out []byte, v Verdict) (decoded, error) {
 	var d decoded
-	pkt := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.DecodeOptions{NoCopy: true})
+	pkt := gopacket.NewPacket(out, layers.LayerTypeEthernet, gopacket.DecodeOptions{NoCopy: true})
 	ls := pkt.Layers()
 	fail := func(format string, args ...any) (decoded, error) {
 		msg := fmt.Sprintf(format, args...)
@@ -428,11 +434,9 @@ func checkOutput(frame []byte, v Verdict) (decoded, error) {
 		i++
 		return ls[i-1]
 	}
-	eth, ok := next().(*layers.Ethernet)
-	if !ok {
+	if _, ok := next().(*layers.Ethernet); !ok {
 		return fail("no Ethernet layer")
 	}
-	copy(d.dstMAC[:], eth.DstMAC)
 	l := next()
 	for {
 		if _, ok := l.(*layers.Dot1Q); !ok {
@@ -441,23 +445,9 @@ func checkOutput(frame []byte, v Verdict) (decoded, error) {
 		d.vlans++
 		l = next()
 	}
-	// checkIP verifies an IP layer and returns its upper-layer protocol,
-	// source, destination and payload.
-	checkIP := func(l gopacket.Layer) (uint8, netip.Addr, netip.Addr, []byte, error) {
-		switch ip := l.(type) {
-		case *layers.IPv4:
-			if s := slowSum(ip.Contents); s != 0xffff {
-				return 0, netip.Addr{}, netip.Addr{}, nil, fmt.Errorf("IPv4 header checksum %#04x does not verify (sum %#04x)", ip.Checksum, s)
-			}
-			src, _ := netip.AddrFromSlice(ip.SrcIP)
-			dst, _ := netip.AddrFromSlice(ip.DstIP)
-			return uint8(ip.Protocol), src, dst, ip.Payload, nil
-		case *layers.IPv6:
-			src, _ := netip.AddrFromSlice(ip.SrcIP)
-			dst, _ := netip.AddrFromSlice(ip.DstIP)
-			return uint8(ip.NextHeader), src, dst, ip.Payload, nil
-		}
-		return 0, netip.Addr{}, netip.Addr{}, nil, fmt.Errorf("layer %v is not IP", l)
+	l2 := 14 + 4*d.vlans
+	if len(in) < l2 || !bytes.Equal(in[12:l2-2], out[12:l2-2]) {
+		return fail("VLAN tags differ from the input's")
 	}
 	if l == nil {
 		return fail("no IP layer")
@@ -467,7 +457,24 @@ func checkOutput(frame []byte, v Verdict) (decoded, error) {
 		return fail("outer: %v", err)
 	}
 	d.outer = dst
+	inIP := in[l2:]
+
 	if v == VerdictReply {
+		if len(inIP) < 20 {
+			return fail("reply to a frame without an IP packet")
+		}
+		var inSrc, inDst netip.Addr
+		if inIP[0]>>4 == 4 {
+			inSrc, inDst = netip.AddrFrom4([4]byte(inIP[12:16])), netip.AddrFrom4([4]byte(inIP[16:20]))
+		} else {
+			inSrc, inDst = netip.AddrFrom16([16]byte(inIP[8:24])), netip.AddrFrom16([16]byte(inIP[24:40]))
+		}
+		if src != inDst || dst != inSrc {
+			return fail("reply from %s to %s, want from %s to %s", src, dst, inDst, inSrc)
+		}
+		if len(payload) < 8 || !bytes.HasPrefix(inIP, payload[8:]) {
+			return fail("reply does not quote the start of the input packet")
+		}
 		switch proto {
 		case ipProtoICMP:
 			c, ok := next().(*layers.ICMPv4)
@@ -492,11 +499,15 @@ func checkOutput(frame []byte, v Verdict) (decoded, error) {
 			if slowSum(pseudoHeader(src, dst, ipProtoICMPv6, len(payload)), payload) != 0xffff {
 				return fail("reply: ICMPv6 checksum does not verify")
 			}
-			d.icmpMTU = binary.BigEndian.Uint32(c.Contents[4:8])
+			d.icmpMTU = binary.BigEndian.Uint32(payload[4:8])
 		default:
 			return fail("reply: protocol %d is not ICMP", proto)
 		}
 		return d, nil
+	}
+
+	if len(out) == len(in) && bytes.Equal(out[12:], in[12:]) {
+		return d, nil // in place (DSR): the client's packet, untouched
 	}
 	var inner []byte
 	switch proto {
@@ -518,14 +529,15 @@ func checkOutput(frame []byte, v Verdict) (decoded, error) {
 		}
 		d.gueSrc = uint16(u.SrcPort)
 		inner = u.Payload
-	}
-	if inner == nil {
-		return d, nil // DSR: the IP packet is the client's, untouched
+	default:
+		return fail("output is neither the input frame nor an encapsulation (protocol %d)", proto)
 	}
 	d.encap = true
-	d.inner = inner
+	if len(inner) == 0 || len(inner) > len(inIP) || !bytes.Equal(inner, inIP[:len(inner)]) {
+		return fail("the encapsulated packet is not the input's IP packet")
+	}
 	lt := layers.LayerTypeIPv4
-	if len(inner) > 0 && inner[0]>>4 == 6 {
+	if inner[0]>>4 == 6 {
 		lt = layers.LayerTypeIPv6
 	}
 	ipkt := gopacket.NewPacket(inner, lt, gopacket.DecodeOptions{NoCopy: true, Lazy: true})
@@ -533,8 +545,37 @@ func checkOutput(frame []byte, v Verdict) (decoded, error) {
 	if il == nil {
 		return fail("inner packet does not decode as %v: %v", lt, ipkt.ErrorLayer())
 	}
-	if _, _, _, _, err := checkIP(il); err != nil {
+	if _, _, _, ipPayload, err := checkIP(il); err != nil {
 		return fail("inner: %v", err)
+	} else if len(ipPayload) != len(inner)-ipHeaderLen(inner) {
+		return fail("inner IP length does not cover the encapsulated packet")
 	}
 	return d, nil
+}
+
+// ipHeaderLen is the length of the fixed (IPv6) or whole (IPv4) header of ip.
+func ipHeaderLen(ip []byte) int {
+	if ip[0]>>4 == 4 {
+		return int(ip[0]&0xf) * 4
+	}
+	return 40
+}
+
+// checkIP verifies an IP layer decoded by gopacket (the IPv4 header checksum)
+// and returns its upper-layer protocol, source, destination and payload.
+func checkIP(l gopacket.Layer) (uint8, netip.Addr, netip.Addr, []byte, error) {
+	switch ip := l.(type) {
+	case *layers.IPv4:
+		if s := slowSum(ip.Contents); s != 0xffff {
+			return 0, netip.Addr{}, netip.Addr{}, nil, fmt.Errorf("IPv4 header checksum %#04x does not verify (sum %#04x)", ip.Checksum, s)
+		}
+		src, _ := netip.AddrFromSlice(ip.SrcIP)
+		dst, _ := netip.AddrFromSlice(ip.DstIP)
+		return uint8(ip.Protocol), src, dst, ip.Payload, nil
+	case *layers.IPv6:
+		src, _ := netip.AddrFromSlice(ip.SrcIP)
+		dst, _ := netip.AddrFromSlice(ip.DstIP)
+		return uint8(ip.NextHeader), src, dst, ip.Payload, nil
+	}
+	return 0, netip.Addr{}, netip.Addr{}, nil, fmt.Errorf("layer %v is not IP", l)
 }
