@@ -326,8 +326,9 @@ type Accounting struct {
 	// KernelTX counts frames submitted to the TX ring and not yet reaped
 	// from the completion ring: in the TX ring, on the wire, or in the
 	// completion ring. A TX descriptor the kernel rejects as invalid
-	// (Stats.TXInvalidDescs) never completes and stays here until the
-	// socket is closed.
+	// (ring's Stats.TXInvalidDescs) completes on recent kernels (6.18);
+	// a kernel that drops it silently leaves its frame counted here until
+	// the socket is closed.
 	KernelTX int
 }
 
