@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -349,4 +350,46 @@ func TestOffloads(t *testing.T) {
 	if _, err := n.TxChecksum("nosuchlink"); !errors.Is(err, unix.ENODEV) {
 		t.Errorf("TxChecksum on a missing link: %v, want ENODEV", err)
 	}
+}
+
+// TestNSDoConcurrent runs Do from many goroutines at once, against two
+// namespaces, and checks each call ran where it should and every thread
+// came home.
+func TestNSDoConcurrent(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	prefix := testPrefix(t)
+	var nss [2]*NS
+	want := map[*NS]string{}
+	for i := range nss {
+		n, err := NewNS(prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		st, err := os.Stat(n.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		nss[i] = n
+		want[n] = "net:[" + itoa(st.Sys().(*syscall.Stat_t).Ino) + "]"
+	}
+	errs := make(chan error, 64)
+	for i := range cap(errs) {
+		go func() {
+			n := nss[i%2]
+			errs <- n.Do(func() error {
+				got, err := os.Readlink("/proc/thread-self/ns/net")
+				if err == nil && got != want[n] {
+					err = fmt.Errorf("ran in %s, want %s", got, want[n])
+				}
+				return err
+			})
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	checkThreadsHome(t)
 }
