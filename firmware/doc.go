@@ -2,8 +2,8 @@
 // API: loading them, attaching them through bpf_links, filling their maps
 // and reading their counters.
 //
-// The C sources sit next to the bpf2go output (redirect.c, parse.h). The
-// generated redirect_bpfel.go and redirect_bpfel.o are committed, so building
+// The C sources sit next to the bpf2go output (redirect.c, decap.c and the
+// shared parse.h). The generated *_bpfel.go and *_bpfel.o are committed, so building
 // weir needs no clang; `go generate ./firmware` rebuilds them with Debian's
 // clang 14 byte for byte. Only the little-endian BPF target (bpfel) is
 // generated: the package builds on amd64, arm64 and other little-endian
@@ -54,15 +54,57 @@
 //     entries).
 //   - counters: per-CPU array of one struct; Redirect.Counters sums it.
 //
+// # The decap program (backend side)
+//
+// weir_decap runs in XDP on a backend's interface, because the kernels weir
+// targets may lack the ipip, ip6_tunnel and fou modules. It recognises
+//   - IPv4 in IPv4 (outer protocol 4) and IPv6 in IPv4 (protocol 41),
+//   - IPv4 in IPv6 (outer next header 4) and IPv6 in IPv6 (next header 41),
+//   - GUE variant 1: outer IPv4 or IPv6, UDP to DecapConfig.GUEPort, the
+//     inner IP header right after the UDP header (its version nibble, 4 or
+//     6, says which),
+//
+// behind at most two VLAN tags, and only when the inner destination is one of
+// the configured VIP addresses. It removes the outer IP (and UDP) header with
+// bpf_xdp_adjust_head, writes the frame's own Ethernet header and VLAN tags
+// (same MACs, same tags) back in front of the inner packet with the inner
+// family's ethertype, and returns XDP_PASS: the stack receives the client's
+// packet as if it had been delivered directly. The inner packet is not
+// changed, except that an outer ECN CE mark is copied into it (RFC 6040,
+// IPv4 checksum updated incrementally); an outer CE over a not-ECT inner
+// packet is dropped and counted, as RFC 6040 requires.
+//
+// Everything else passes untouched: other traffic, tunnel packets to other
+// inner addresses (counted as not_vip), GUE to other ports, fragmented outer
+// IPv4 packets, outer IPv6 packets with extension headers (weir never adds
+// any). Tunnel packets with broken headers pass untouched and are counted as
+// malformed: a wrong outer IPv4 checksum, outer lengths past the frame, an
+// inner version that contradicts the outer protocol, an inner length that
+// differs from what the outer headers say, GUE with a UDP length mismatch or
+// a version nibble other than 4 and 6 (GUE variant 0). The outer UDP checksum
+// is not verified; the inner packet's own checksums are, by the stack.
+// Nothing checks the outer source or destination address: any host that can
+// reach the backend's interface can tunnel packets to its VIPs.
+//
+// Maps (see decap.c):
+//   - decap_vips: hash, key {addr [16]byte (IPv4 in the first 4 bytes);
+//     family uint32, 4 or 6}, value 1. Filled from DecapConfig.VIPs and
+//     Decap.SetVIPs.
+//   - decap_stats: per-CPU array of one struct; Decap.Counters sums it.
+//   - .rodata gue_port: the GUE port, fixed when the program is loaded (the
+//     verifier sees it as a constant); to change it load a new Decap.
+//
 // # Lifetime
 //
-// LoadRedirect returns a verified program with empty maps that sees no
-// traffic until Attach. Attach uses a bpf_link: the kernel detaches the
-// program when the link's last descriptor closes, so a crashed appliance does
+// LoadRedirect and LoadDecap return a verified program (LoadRedirect's with
+// empty maps, LoadDecap's with its configured VIPs) that sees no traffic
+// until Attach. Attach uses a bpf_link: the kernel detaches the program when
+// the link's last descriptor closes, so a crashed appliance does
 // not leave its program on the NIC (and the NIC does not keep dropping VIP
 // traffic for a dead process). Attachment.Close detaches one interface;
-// Redirect.Close detaches every attachment made through it and frees the
-// program and maps. AF_XDP sockets handed to SetSocket stay the caller's.
-// Redirect's methods are safe for concurrent use; they are control-plane
-// calls (map updates are syscalls), never for the per-packet path.
+// Redirect.Close and Decap.Close detach every attachment made through them
+// and free the program and maps. AF_XDP sockets handed to SetSocket stay the
+// caller's. The methods of Redirect and Decap are safe for concurrent use;
+// they are control-plane calls (map updates are syscalls), never for the
+// per-packet path.
 package firmware

@@ -7,3 +7,4 @@ package firmware
 // multiarch include directory). The generated files are committed.
 //
 //go:generate go tool bpf2go -target bpfel -cflags "-Wall -Werror -I/usr/include/x86_64-linux-gnu" redirect redirect.c
+//go:generate go tool bpf2go -target bpfel -cflags "-Wall -Werror -I/usr/include/x86_64-linux-gnu" decap decap.c
