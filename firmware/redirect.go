@@ -207,18 +207,21 @@ func (r *Redirect) VIPs() []VIP {
 
 // addLocked installs v: its vip_addrs references first, so that fragments
 // and the vips entry never disagree about an address, then the vips entry.
+// On failure it undoes what it did.
 func (r *Redirect) addLocked(v VIP) error {
-	for _, k := range [2]redirectVipKey{addrKey(v.Addr, v.Proto), addrKey(v.Addr, 0)} {
+	keys := [2]redirectVipKey{addrKey(v.Addr, v.Proto), addrKey(v.Addr, 0)}
+	for i, k := range keys {
 		if err := r.objs.VipAddrs.Update(k, r.addrRefs[k]+1, ebpf.UpdateAny); err != nil {
-			// A failure on the second key leaves the first one
-			// referenced once more than the Go mirror says; undo it.
-			r.syncAddrLocked(k)
+			for _, done := range keys[:i] {
+				r.addrRefs[done]--
+				_ = r.syncAddrLocked(done) // best effort; the error below says what failed
+			}
 			return fmt.Errorf("add vip %v: update vip_addrs: %w", v, err)
 		}
 		r.addrRefs[k]++
 	}
 	if err := r.objs.Vips.Update(vipKey(v), uint8(1), ebpf.UpdateAny); err != nil {
-		r.releaseAddrsLocked(v)
+		_ = r.releaseAddrsLocked(v) // best effort, as above
 		return fmt.Errorf("add vip %v: update vips: %w", v, err)
 	}
 	r.vips[v] = struct{}{}

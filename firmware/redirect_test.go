@@ -695,3 +695,28 @@ func TestRedirectClosed(t *testing.T) {
 		t.Errorf("Attach after Close: %v", err)
 	}
 }
+
+// TestRedirectAddRollback fills vip_addrs behind the Go side's back so that
+// AddVIP fails half-way, and checks that it leaves no reference behind.
+func TestRedirectAddRollback(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	r, err := LoadRedirectConfig(RedirectConfig{MaxVIPs: 2}) // vip_addrs holds 4
+	mustNoErr(t, err)
+	defer r.Close()
+	v1 := VIP{Addr: netip.MustParseAddr("192.0.2.1"), Proto: ProtoTCP, Port: 80}
+	mustNoErr(t, r.AddVIP(v1)) // 2 entries
+	junk := addrKey(netip.MustParseAddr("203.0.113.1"), ProtoUDP)
+	mustNoErr(t, r.objs.VipAddrs.Update(junk, uint32(1), ebpf.UpdateNoExist)) // 3 entries: one slot left
+
+	v2 := VIP{Addr: netip.MustParseAddr("192.0.2.2"), Proto: ProtoTCP, Port: 80}
+	if err := r.AddVIP(v2); err == nil {
+		t.Fatal("AddVIP succeeded with vip_addrs full")
+	}
+	mustNoErr(t, r.objs.VipAddrs.Delete(junk))
+	checkMaps(t, r, []VIP{v1})
+	if got := r.VIPs(); !slices.Equal(got, []VIP{v1}) {
+		t.Errorf("VIPs() = %v after a failed add", got)
+	}
+	mustNoErr(t, r.AddVIP(v2))
+	checkMaps(t, r, []VIP{v1, v2})
+}

@@ -45,7 +45,7 @@ func (v VIP) String() string {
 		port = strconv.Itoa(int(v.Port))
 	}
 	host := v.Addr.String()
-	if v.Addr.Is6() && !v.Addr.Is4In6() {
+	if v.Addr.Is6() {
 		host = "[" + host + "]"
 	}
 	return host + ":" + port + "/" + protoName(v.Proto)
