@@ -242,14 +242,15 @@ func (u *Umem) Available() int { return u.nfree }
 // to a ring or given back with Free.
 func (u *Umem) Alloc(dst []uint64) int {
 	n := min(len(dst), u.nfree)
-	top := u.nfree
-	for i := range n {
-		a := u.stack[top-1-i]
+	// Locals let the compiler keep them in registers across the stores.
+	stack, isFree, shift, top := u.stack, u.isFree, u.shift, u.nfree
+	for i := range dst[:n] {
+		a := stack[top-1-i]
 		dst[i] = a
-		f := a >> u.shift
-		u.isFree[f>>6] &^= 1 << (f & 63)
+		f := a >> shift
+		isFree[f>>6] &^= 1 << (f & 63)
 	}
-	u.nfree -= n
+	u.nfree = top - n
 	u.inHand += n
 	return n
 }
@@ -273,30 +274,38 @@ func (u *Umem) AllocOne() (addr uint64, ok bool) {
 // on an address outside the area or a frame that is already free: both are
 // bugs that would otherwise hand one frame to two packets.
 func (u *Umem) Free(addrs []uint64) {
-	for _, a := range addrs {
-		u.put(a)
+	stack, isFree, shift, frames, n := u.stack, u.isFree, u.shift, uint64(u.frames), u.nfree
+	for i, a := range addrs {
+		f := a >> shift
+		if f >= frames {
+			u.freeFailed(addrs[:i], n, a)
+		}
+		w, bit := f>>6, uint64(1)<<(f&63)
+		if isFree[w]&bit != 0 {
+			u.freeFailed(addrs[:i], n, a)
+		}
+		isFree[w] |= bit
+		stack[n] = f << shift
+		n++
 	}
+	u.nfree = n
 	u.inHand -= len(addrs)
 }
 
 // FreeOne gives one frame back; see Free.
 func (u *Umem) FreeOne(addr uint64) {
-	u.put(addr)
-	u.inHand--
+	u.Free([]uint64{addr})
 }
 
-func (u *Umem) put(addr uint64) {
-	f := addr >> u.shift
-	if f >= uint64(u.frames) {
+// freeFailed records the frames of a batch freed before the bad address and
+// panics about it.
+func (u *Umem) freeFailed(done []uint64, nfree int, addr uint64) {
+	u.nfree = nfree
+	u.inHand -= len(done)
+	if addr>>u.shift >= uint64(u.frames) {
 		panic(fmt.Sprintf("umem: free of address %#x outside the area of %d frames", addr, u.frames))
 	}
-	bit := uint64(1) << (f & 63)
-	if u.isFree[f>>6]&bit != 0 {
-		panic(fmt.Sprintf("umem: double free of frame %#x (address %#x)", f<<u.shift, addr))
-	}
-	u.isFree[f>>6] |= bit
-	u.stack[u.nfree] = f << u.shift
-	u.nfree++
+	panic(fmt.Sprintf("umem: double free of frame %#x (address %#x)", u.Base(addr), addr))
 }
 
 // The ledger methods below are called by package ring when frames cross
