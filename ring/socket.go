@@ -157,7 +157,7 @@ type Socket struct {
 	rx   RXQueue
 	tx   TXQueue
 
-	scratch []uint64 // Refill and ReapCompletions
+	scratch []uint64 // Refill, ReapCompletions, RecycleCompletions
 	maps    [][]byte // the mmapped rings
 	dead    [3]uint32
 
@@ -169,7 +169,7 @@ type Socket struct {
 }
 
 // FD is the socket's file descriptor, for the XSKMAP entry of its queue
-// (-1 for in-memory rings).
+// (-1 for in-memory rings). It is meaningless after Close.
 func (s *Socket) FD() int { return s.fd }
 
 // Mode is the mode the kernel granted (read back with XDP_OPTIONS).
@@ -232,6 +232,30 @@ func (s *Socket) Refill() uint32 {
 func (s *Socket) ReapCompletions() uint32 {
 	n := s.comp.Take(s.scratch)
 	s.u.Free(s.scratch[:n])
+	return n
+}
+
+// RecycleCompletions takes every completed address off the completion ring
+// and puts its frame straight back on the fill ring, the cheapest path for a
+// forwarder (the free stack is not touched); frames the fill ring has no
+// room for are freed. It returns how many completions it took.
+func (s *Socket) RecycleCompletions() uint32 {
+	n, idx := s.comp.Peek(s.comp.Size())
+	if n == 0 {
+		return 0
+	}
+	got, fidx := s.fill.Reserve(n)
+	for i := range got {
+		// The kernel masks fill addresses to the frame base (aligned mode).
+		s.fill.Set(fidx+i, s.comp.Get(idx+i))
+	}
+	rest := s.scratch[:n-got]
+	for i := range rest {
+		rest[i] = s.comp.Get(idx + got + uint32(i))
+	}
+	s.comp.Release(n)
+	s.fill.Submit(got)
+	s.u.Free(rest)
 	return n
 }
 

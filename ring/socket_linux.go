@@ -278,7 +278,6 @@ func (s *Socket) release() error {
 		if err := unix.Close(s.fd); err != nil {
 			errs = append(errs, fmt.Errorf("close socket: %w", err))
 		}
-		s.fd = -1
 	}
 	return errors.Join(errs...)
 }
@@ -292,7 +291,7 @@ func (s *Socket) KickTX() error {
 		return ErrClosed
 	}
 	s.kicks.Add(1)
-	if s.fd < 0 {
+	if s.sim != nil {
 		return nil // in-memory rings: the SimKernel polls
 	}
 	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
@@ -313,7 +312,7 @@ func (s *Socket) WakeupRX() error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	if s.fd < 0 || !s.NeedWakeupFill() {
+	if s.sim != nil || !s.NeedWakeupFill() {
 		return nil
 	}
 	s.rxWakeups.Add(1)
@@ -325,14 +324,16 @@ func (s *Socket) WakeupRX() error {
 	return fmt.Errorf("ring: wake up rx on %s queue %d: %w", s.ifname, s.queue, errno)
 }
 
-// Wait blocks until the RX ring holds descriptors or timeout passes, for a
-// worker with nothing to do. It reports whether the RX ring is readable. In
-// copy mode poll also transmits pending TX descriptors.
+// Wait blocks until the RX ring holds descriptors or timeout passes (a
+// timeout of zero or less only checks), for a worker with nothing to do. It
+// reports whether the RX ring is readable. In copy mode poll also transmits
+// pending TX descriptors.
 func (s *Socket) Wait(timeout time.Duration) (bool, error) {
 	if s.closed.Load() {
 		return false, ErrClosed
 	}
-	if s.fd < 0 {
+	timeout = max(timeout, 0)
+	if s.sim != nil {
 		return s.sim.wait(s, timeout), nil
 	}
 	fds := [1]unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}}
