@@ -13,7 +13,8 @@ import (
 // against it exactly as against a bound socket, without privileges: the same
 // queue types, the same Umem ledger, the same need_wakeup flags (the TX ring
 // asks for a kick, like veth in copy mode; kicks are only counted).
-// Ifindex, Queue, ZeroCopy and TXBudget of cfg are ignored.
+// Ifindex, Queue, ZeroCopy and TXBudget of cfg are ignored. Stop whatever
+// drives the SimKernel before closing the Socket.
 func NewInMemory(cfg Config) (*Socket, *SimKernel, error) {
 	cfg, err := cfg.normalize()
 	if err != nil {

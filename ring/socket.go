@@ -284,12 +284,13 @@ func (s *Socket) FlushTX(maxKicks int) (outstanding uint32, err error) {
 	return out, nil
 }
 
-// Close unmaps the rings and closes the socket, so the queue can be bound
-// again at once (Open waits out the kernel's short delay), and then gives every frame of the Umem back to its free
-// stack: the kernel no longer holds any, and frames the worker still held are
-// reclaimed too. The worker must have stopped using the socket and every
-// frame address; afterwards the rings read as empty and full. The Umem stays
-// mapped and can serve a new socket.
+// Close unmaps the rings and closes the socket, so that the queue can be
+// bound again at once (Open waits out the kernel's short delay), and then
+// gives every frame of the Umem back to its free stack: the kernel no longer
+// holds any, and frames the worker still held are reclaimed too. The worker
+// must have stopped using the socket and every frame address; afterwards the
+// rings read as empty and full. The Umem stays mapped and can serve a new
+// socket.
 func (s *Socket) Close() error {
 	if s.closed.Swap(true) {
 		return ErrClosed

@@ -30,12 +30,12 @@ var (
 //
 // The caller then puts FD() into the XSKMAP slot of the queue, fills the
 // fill ring (Refill) and starts the worker.
-func Open(cfg Config) (_ *Socket, err error) {
+func Open(cfg Config) (s *Socket, err error) {
 	cfg, err = cfg.normalize()
 	if err != nil {
 		return nil, fmt.Errorf("ring: open ifindex %d queue %d: %w", cfg.Ifindex, cfg.Queue, err)
 	}
-	s := &Socket{
+	s = &Socket{
 		fd:         -1,
 		ifindex:    cfg.Ifindex,
 		ifname:     ifaceName(cfg.Ifindex),
