@@ -239,7 +239,7 @@ func (l *loader) boolean(t *table, key string, dst *bool) bool {
 }
 
 // integer reads an integer in lo..hi into dst.
-func integer[T ~int | ~uint16 | ~uint32 | ~uint64](l *loader, t *table, key string, lo, hi int64, dst *T) bool {
+func integer[T ~int | ~int64 | ~uint16 | ~uint32 | ~uint64](l *loader, t *table, key string, lo, hi int64, dst *T) bool {
 	v, path, ok := l.get(t, key)
 	if !ok {
 		return false
@@ -340,10 +340,13 @@ func (l *loader) appliance(t *table, a *ApplianceConfig) {
 	// anything (a bad value is reported once, not again by every check
 	// that uses it).
 	frameOK := !t.has("frame_size")
-	if integer(l, t, "frame_size", 0, math.MaxUint32, &a.FrameSize) {
-		frameOK = a.FrameSize == 2048 || a.FrameSize == 4096
-		if !frameOK {
-			l.bad(keyPath(t.path, "frame_size"), "%d: must be 2048 or 4096", a.FrameSize)
+	var frame int64
+	if integer(l, t, "frame_size", math.MinInt64, math.MaxInt64, &frame) {
+		frameOK = frame == 2048 || frame == 4096
+		if frameOK {
+			a.FrameSize = uint32(frame)
+		} else {
+			l.bad(keyPath(t.path, "frame_size"), "%d: must be 2048 or 4096", frame)
 		}
 	}
 	ringOK := !t.has("ring_size")
@@ -543,8 +546,10 @@ func (l *loader) vip(t *table, a *ApplianceConfig) VIPConfig {
 	}
 	// A VIP whose key is not known for sure stays out of the duplicate check.
 	l.vipKeyOK = append(l.vipKeyOK, portOK && v.Addr.IsValid())
+	modeOK := !t.has("mode")
 	if l.enum(t, "mode", &s, "dsr", "ipip", "gue") {
 		v.Mode, _ = ParseMode(s)
+		modeOK = true
 	}
 	if integer(l, t, "table_size", 1, math.MaxUint32, &v.TableSize) {
 		if err := hashing.ValidateTableSize(v.TableSize); err != nil {
@@ -573,7 +578,7 @@ func (l *loader) vip(t *table, a *ApplianceConfig) VIPConfig {
 	}
 	// Keys that mean nothing in the VIP's mode are refused rather than
 	// ignored: whoever wrote them expected an effect.
-	if v.Mode == ModeDSR {
+	if v.Mode == ModeDSR && modeOK {
 		for _, k := range []string{"mtu", "too_big", "source_prefix"} {
 			if t.has(k) {
 				l.badKey(at(k), "applies only to ipip and gue VIPs (a dsr VIP forwards packets unchanged)")
@@ -581,7 +586,7 @@ func (l *loader) vip(t *table, a *ApplianceConfig) VIPConfig {
 		}
 		v.SourcePrefix = netip.Prefix{}
 	}
-	if v.Mode != ModeGUE && t.has("gue_port") {
+	if v.Mode != ModeGUE && modeOK && t.has("gue_port") {
 		l.badKey(at("gue_port"), "applies only to gue VIPs")
 	}
 	if v.Proto == packet.ProtoUDP {
@@ -591,13 +596,16 @@ func (l *loader) vip(t *table, a *ApplianceConfig) VIPConfig {
 	}
 	l.health(l.sub(t, "health"), &v, allPorts && !t.has("port"))
 	backends := l.tables(t, "backend")
-	if len(backends) == 0 && !t.has("backend") {
-		l.missing(t, "backend", "a VIP needs at least one [[vip.backend]] (take backends out of service with weight = 0 or state = \"draining\")")
+	const needBackend = "a VIP needs at least one [[vip.backend]] (take backends out of service with weight = 0 or state = \"draining\")"
+	if b, ok := t.m["backend"].([]any); ok && len(b) == 0 {
+		l.bad(at("backend"), needBackend)
+	} else if !t.has("backend") {
+		l.missing(t, "backend", needBackend)
 	}
 	for _, bt := range backends {
 		v.Backends = append(v.Backends, l.backend(bt))
 	}
-	l.crossBackends(t, &v, a)
+	l.crossBackends(t, &v, a, modeOK)
 	l.done(t)
 	return v
 }
@@ -616,7 +624,12 @@ func (l *loader) health(t *table, v *VIPConfig, allPorts bool) {
 	}
 	integer(l, t, "expect_status", 100, 599, &h.ExpectStatus)
 	intervalOK := l.duration(t, "interval", cfgMinHealthPeriod, cfgMaxHealthPeriod, &h.Interval) || !t.has("interval")
-	timeoutOK := l.duration(t, "timeout", cfgMinHealthWait, cfgMaxHealthPeriod, &h.Timeout) || !t.has("timeout")
+	timeoutOK := l.duration(t, "timeout", cfgMinHealthWait, cfgMaxHealthPeriod, &h.Timeout)
+	if !t.has("timeout") {
+		// The default timeout shrinks to fit a short interval.
+		h.Timeout = min(h.Timeout, h.Interval)
+		timeoutOK = true
+	}
 	if intervalOK && timeoutOK && h.Timeout > h.Interval {
 		l.bad(keyPath(t.path, "timeout"), "%s is longer than interval (%s): a probe must end before the next starts",
 			fmtDuration(h.Timeout), fmtDuration(h.Interval))
@@ -678,7 +691,8 @@ func (l *loader) backend(t *table) Backend {
 
 // crossBackends checks what involves more than one key of a VIP: duplicate
 // backends, address families against the mode, the MTU, the table size.
-func (l *loader) crossBackends(t *table, v *VIPConfig, a *ApplianceConfig) {
+// Checks that depend on the mode are skipped when the mode itself is wrong.
+func (l *loader) crossBackends(t *table, v *VIPConfig, a *ApplianceConfig, modeOK bool) {
 	at := func(key string) string { return keyPath(t.path, key) }
 	bpath := func(i int, key string) string { return keyPath(indexPath(at("backend"), i), key) }
 	addrs := make(map[netip.Addr]int)
@@ -706,7 +720,7 @@ func (l *loader) crossBackends(t *table, v *VIPConfig, a *ApplianceConfig) {
 			l.bad(bpath(i, "address"), "%s is the VIP's own address", b.Addr)
 			continue
 		}
-		if !v.Addr.IsValid() {
+		if !v.Addr.IsValid() || !modeOK {
 			continue
 		}
 		switch {
@@ -737,7 +751,7 @@ func (l *loader) crossBackends(t *table, v *VIPConfig, a *ApplianceConfig) {
 				v.Mode, n.family, n.key, n.hint, n.family)
 		}
 	}
-	if v.Mode != ModeDSR && (has6 || v.SourcePrefix.Addr().Is6()) && v.MTU < cfgMinIPv6MTU && t.has("mtu") {
+	if modeOK && v.Mode != ModeDSR && (has6 || v.SourcePrefix.Addr().Is6()) && v.MTU < cfgMinIPv6MTU && t.has("mtu") {
 		l.bad(at("mtu"), "%d is below IPv6's minimum link MTU (%d), and this VIP sends IPv6 to its backends", v.MTU, cfgMinIPv6MTU)
 	}
 	if len(v.Backends) > int(v.TableSize) && hashing.ValidateTableSize(v.TableSize) == nil {

@@ -69,6 +69,7 @@ var badConfigs = []struct {
 	{"xdp_mode", "4:12", "appliance.xdp_mode", `"driver" is not one of "auto", "native" or "generic"`},
 	{"zero_copy_generic", "5:13", "appliance.zero_copy", `cannot be met with xdp_mode = "generic"`},
 	{"frame_size", "4:14", "appliance.frame_size", "3000: must be 2048 or 4096"},
+	{"frame_size_negative", "4:14", "appliance.frame_size", "-4096: must be 2048 or 4096"},
 	{"frames_pow2", "4:20", "appliance.frames_per_queue", "5000 is not a power of two"},
 	{"frames_ring", "5:20", "appliance.frames_per_queue", "2048 is less than twice ring_size (2048)"},
 	{"headroom_small", "4:12", "appliance.headroom", "32 is out of range 48..2047"},
@@ -94,6 +95,7 @@ var badConfigs = []struct {
 	{"port_range", "10:8", "vip[0].port", "70000 is out of range 1..65535"},
 	{"protocol", "10:12", "vip[0].protocol", `"sctp" is not one of "tcp" or "udp"`},
 	{"mode", "11:8", "vip[0].mode", `"nat" is not one of "dsr", "ipip" or "gue"`},
+	{"mode_with_mode_keys", "11:8", "vip[0].mode", `"nat" is not one of "dsr", "ipip" or "gue"`},
 	{"table_size", "11:14", "vip[0].table_size", "65536 is not a usable Maglev table size: it must be a prime"},
 	{"table_small", "11:14", "vip[0].table_size", "2 is smaller than the number of backends (3)"},
 	{"mtu_range", "12:7", "vip[0].mtu", "100 is out of range 576..9216"},
@@ -110,6 +112,7 @@ var badConfigs = []struct {
 	{"backend_is_vip", "13:11", "vip[0].backend[0].address", "192.0.2.10 is the VIP's own address"},
 	{"duplicate_backend", "16:11", "vip[0].backend[1].address", "192.0.2.21 is already backend[0] of this VIP"},
 	{"no_backends", "7:3", "vip[0].backend", "a VIP needs at least one [[vip.backend]]"},
+	{"backends_empty", "11:11", "vip[0].backend", "a VIP needs at least one [[vip.backend]]"},
 	{"dsr_family", "13:11", "vip[0].backend[0].address", "fd00:10::1 is IPv6 but the VIP is IPv4: dsr only reaches backends of the VIP's family"},
 	{"encap_no_local_ipv4", "12:11", "vip[0].backend[0].address", "ipip to IPv4 backends needs an outer source address: set appliance.local_ipv4"},
 	{"encap_no_local_ipv6", "13:11", "vip[0].backend[0].address", "gue to IPv6 backends needs an outer source address: set appliance.local_ipv6"},
@@ -301,6 +304,15 @@ func TestDefaults(t *testing.T) {
 	}
 	if got := cfg.VIPs[0].Health.Type; got != HealthNone {
 		t.Errorf("UDP VIP health type %q, want none", got)
+	}
+	// The default probe timeout fits a short interval.
+	short := string(mustRead(t, path)) + "[vip.health]\ninterval = \"300ms\"\n"
+	cfg, err = parseConfig("short.toml", []byte(short), testCPUs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := cfg.VIPs[0].Health; h.Interval != 300*time.Millisecond || h.Timeout != 300*time.Millisecond {
+		t.Errorf("interval %v timeout %v, want 300ms both", h.Interval, h.Timeout)
 	}
 }
 
