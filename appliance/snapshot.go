@@ -99,19 +99,26 @@ func BuildSnapshot(m Model, reg *Registry, generation uint64) (*Snapshot, error)
 		s.local6 = m.LocalAddr6.As16()
 	}
 
-	seen := make(map[VIPKey]bool, len(m.VIPs))
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	// Maglev tables first: every error is found before the registry changes.
 	var keys []realKey
+	s.vips = make([]vipState, len(m.VIPs))
 	for i := range m.VIPs {
 		v := &m.VIPs[i]
-		if err := checkVIP(v, m); err != nil {
-			return nil, fmt.Errorf("vip %s: %w", v.VIPKey, err)
-		}
-		if seen[v.VIPKey] {
-			return nil, fmt.Errorf("vip %s: %w", v.VIPKey, ErrDuplicateVIP)
-		}
-		seen[v.VIPKey] = true
+		vs := &s.vips[i]
+		var mag []hashing.Backend
 		for _, b := range v.Backends {
 			keys = append(keys, realKey{v.VIPKey, b.Addr})
+			if b.State == StateActive && b.Weight > 0 && b.MAC != (packet.MAC{}) {
+				mag = append(mag, hashing.Backend{ID: b.Addr.String(), Weight: b.Weight})
+			}
+		}
+		var err error
+		vs.maglev, err = hashing.NewTable(mag, cmp.Or(v.TableSize, hashing.DefaultTableSize))
+		if err != nil {
+			return nil, fmt.Errorf("vip %s: maglev: %w", v.VIPKey, err)
 		}
 	}
 	ids, err := reg.assign(keys)
@@ -121,7 +128,6 @@ func BuildSnapshot(m Model, reg *Registry, generation uint64) (*Snapshot, error)
 	s.reals = make([]realState, reg.slots())
 
 	next := 0
-	s.vips = make([]vipState, len(m.VIPs))
 	for i := range m.VIPs {
 		v := &m.VIPs[i]
 		vs := &s.vips[i]
@@ -151,8 +157,6 @@ func BuildSnapshot(m Model, reg *Registry, generation uint64) (*Snapshot, error)
 				copy(vs.srcBase[:4], vs.srcBase[12:16])
 			}
 		}
-
-		var mag []hashing.Backend
 		for _, b := range v.Backends {
 			id := ids[next]
 			next++
@@ -169,19 +173,39 @@ func BuildSnapshot(m Model, reg *Registry, generation uint64) (*Snapshot, error)
 			r.name = cmp.Or(b.Name, b.Addr.String())
 			r.usable = b.State != StateFailed && b.MAC != (packet.MAC{})
 			if r.usable && b.State == StateActive && b.Weight > 0 {
-				mag = append(mag, hashing.Backend{ID: b.Addr.String(), Weight: b.Weight})
+				// Same order as the backends given to NewTable above.
 				vs.maglevReals = append(vs.maglevReals, id)
 			}
-		}
-		size := cmp.Or(v.TableSize, hashing.DefaultTableSize)
-		vs.maglev, err = hashing.NewTable(mag, size)
-		if err != nil {
-			return nil, fmt.Errorf("vip %s: maglev: %w", v.VIPKey, err)
 		}
 		s.addrs[addrKey(v.Addr)] = struct{}{}
 	}
 	s.buildIndexes()
 	return s, nil
+}
+
+// usable reports whether a backend may carry traffic: its established flows
+// stay on it. A failed backend or one whose next hop is unknown carries none.
+func usable(b *Backend) bool { return b.State != StateFailed && b.MAC != (packet.MAC{}) }
+
+// takesNewFlows reports whether Maglev gives a backend new flows: usable,
+// not draining, and with weight.
+func takesNewFlows(b *Backend) bool { return usable(b) && b.State == StateActive && b.Weight > 0 }
+
+// Validate checks the model for everything BuildSnapshot would refuse,
+// except the registry's capacity.
+func (m Model) Validate() error {
+	seen := make(map[VIPKey]bool, len(m.VIPs))
+	for i := range m.VIPs {
+		v := &m.VIPs[i]
+		if err := checkVIP(v, m); err != nil {
+			return fmt.Errorf("vip %s: %w", v.VIPKey, err)
+		}
+		if seen[v.VIPKey] {
+			return fmt.Errorf("vip %s: %w", v.VIPKey, ErrDuplicateVIP)
+		}
+		seen[v.VIPKey] = true
+	}
+	return nil
 }
 
 func checkVIP(v *VIP, m Model) error {

@@ -1,0 +1,199 @@
+package appliance
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/weirlb/weir/flows"
+	"github.com/weirlb/weir/ring"
+)
+
+// Worker tuning that is not worth a configuration knob.
+const (
+	// maxKicksPerBatch bounds the sendto calls one batch may spend draining
+	// the TX ring (copy mode moves at most 32 descriptors per call).
+	maxKicksPerBatch = 16
+	// idleWait is how long an idle worker sleeps in poll before it checks for
+	// a stop request and publishes its counters.
+	idleWait = 50 * time.Millisecond
+	// publishInterval is how often a busy worker publishes its counters.
+	publishInterval = 100 * time.Millisecond
+	// sweepPerBatch and sweepIdle bound the flow-table buckets swept for
+	// expired entries per batch and per idle wake-up.
+	sweepPerBatch = 4
+	sweepIdle     = 4096
+)
+
+// WorkerStats is one worker's published view: its forwarding counters, its
+// flow table's, and what it saw of its rings.
+type WorkerStats struct {
+	Queue      int
+	CPU        int // -1 when not pinned
+	Counters   Counters
+	Flows      flows.Stats
+	Ring       ring.Stats
+	TXRingFull uint64 // forwarded frames dropped because the TX ring had no room
+	Batches    uint64
+	// Reals holds per-real counters, indexed by real slot, for the slots in
+	// use when they were published.
+	Reals []RealCounters
+}
+
+// worker runs one NIC queue: it owns the queue's socket, UMEM, forwarder and
+// flow table, all touched by its goroutine alone.
+type worker struct {
+	queue int
+	cpu   int
+	sock  *ring.Socket
+	fwd   *Forwarder
+	snap  *atomic.Pointer[Snapshot]
+	batch uint32
+	epoch time.Time // monotonic origin of the forwarder's clock
+
+	drops      []uint64 // frames to free after a batch
+	txRingFull uint64
+	batches    uint64
+
+	mu        sync.Mutex // guards published
+	published WorkerStats
+}
+
+func newWorker(queue, cpu int, sock *ring.Socket, fwd *Forwarder, snap *atomic.Pointer[Snapshot], batch int, epoch time.Time) *worker {
+	return &worker{
+		queue: queue,
+		cpu:   cpu,
+		sock:  sock,
+		fwd:   fwd,
+		snap:  snap,
+		batch: uint32(batch),
+		epoch: epoch,
+		drops: make([]uint64, 0, batch),
+	}
+}
+
+// run is the worker's loop. It returns when ctx is done, after giving every
+// frame that was in hand back to the UMEM; the caller then closes the socket,
+// which reclaims the frames the kernel held.
+func (w *worker) run(ctx context.Context) error {
+	// The thread stays locked for the worker's life and is never unlocked:
+	// its affinity must not leak to other goroutines.
+	runtime.LockOSThread()
+	if w.cpu >= 0 {
+		var set unix.CPUSet
+		set.Set(w.cpu)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return fmt.Errorf("queue %d: pin to cpu %d: %w", w.queue, w.cpu, err)
+		}
+	}
+	s := w.sock
+	u := s.Umem()
+	rx, tx := s.RX(), s.TX()
+	s.Refill()
+	lastPublish := time.Now()
+	for {
+		if ctx.Err() != nil {
+			break
+		}
+		// Completed TX frames go straight back to the fill ring, then any
+		// free frames top it up.
+		s.RecycleCompletions()
+		s.Refill()
+		if err := s.WakeupRX(); err != nil {
+			return err
+		}
+		n, idx := rx.Peek(w.batch)
+		if n == 0 {
+			if tx.Outstanding() > 0 {
+				if _, err := s.FlushTX(maxKicksPerBatch); err != nil {
+					return err
+				}
+			}
+			now := time.Now()
+			w.fwd.Flows().Sweep(int64(now.Sub(w.epoch)), sweepIdle)
+			w.publish()
+			lastPublish = now
+			if _, err := s.Wait(idleWait); err != nil {
+				return err
+			}
+			continue
+		}
+		now := time.Now()
+		w.fwd.Begin(w.snap.Load(), int64(now.Sub(w.epoch)))
+		got, tidx := tx.Reserve(n)
+		var sent uint32
+		w.drops = w.drops[:0]
+		frameSize := u.FrameSize()
+		for i := range n {
+			d := rx.Get(idx + i)
+			base := u.Base(d.Addr)
+			buf := u.Frame(base, frameSize)
+			v, outStart, outLen := w.fwd.Forward(buf, int(d.Addr-base), int(d.Len))
+			if v == VerdictDrop {
+				w.drops = append(w.drops, base)
+				continue
+			}
+			if sent == got {
+				w.txRingFull++
+				w.drops = append(w.drops, base)
+				continue
+			}
+			tx.Set(tidx+sent, ring.Desc{Addr: base + uint64(outStart), Len: uint32(outLen)})
+			sent++
+		}
+		rx.Release(n)
+		tx.Submit(sent)
+		u.Free(w.drops)
+		if sent > 0 && s.NeedWakeupTX() {
+			if _, err := s.FlushTX(maxKicksPerBatch); err != nil {
+				return err
+			}
+		}
+		w.batches++
+		w.fwd.Flows().Sweep(int64(now.Sub(w.epoch)), sweepPerBatch)
+		if now.Sub(lastPublish) >= publishInterval {
+			w.publish()
+			lastPublish = now
+		}
+	}
+	// Drain what is already queued for transmission; whatever the kernel
+	// still holds comes back when the socket closes.
+	s.FlushTX(maxKicksPerBatch)
+	s.RecycleCompletions()
+	w.publish()
+	return nil
+}
+
+// publish copies the worker's counters where other goroutines can read them.
+// It runs on the worker's goroutine, at most every publishInterval.
+func (w *worker) publish() {
+	reals := 0
+	if s := w.snap.Load(); s != nil {
+		reals = len(s.reals)
+	}
+	st, _ := w.sock.Stats()
+	w.mu.Lock()
+	p := &w.published
+	p.Queue, p.CPU = w.queue, w.cpu
+	p.Counters = w.fwd.c
+	p.Flows = w.fwd.Flows().Stats()
+	p.Ring = st
+	p.TXRingFull = w.txRingFull
+	p.Batches = w.batches
+	p.Reals = append(p.Reals[:0], w.fwd.reals[:min(reals, len(w.fwd.reals))]...)
+	w.mu.Unlock()
+}
+
+// stats returns a copy of the last published counters.
+func (w *worker) stats() WorkerStats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := w.published
+	out.Reals = append([]RealCounters(nil), w.published.Reals...)
+	return out
+}
