@@ -562,6 +562,9 @@ func (l *loader) vip(t *table, a *ApplianceConfig) VIPConfig {
 		v.TooBig = map[string]TooBigPolicy{"drop": TooBigDrop, "icmp": TooBigICMP}[s]
 	}
 	integer(l, t, "gue_port", 1, math.MaxUint16, &v.GUEPort)
+	if l.enum(t, "icmp_errors", &s, "forward", "drop") {
+		v.ICMPErrors, _ = ParseICMPPolicy(s)
+	}
 	var prefix string
 	if l.str(t, "source_prefix", &prefix) {
 		p, err := netip.ParsePrefix(prefix)

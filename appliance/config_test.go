@@ -101,6 +101,7 @@ var badConfigs = []struct {
 	{"mtu_range", "12:7", "vip[0].mtu", "100 is out of range 576..9216"},
 	{"mtu_ipv6", "12:7", "vip[0].mtu", "1000 is below IPv6's minimum link MTU (1280)"},
 	{"too_big_dsr", "11:1", "vip[0].too_big", "applies only to ipip and gue VIPs"},
+	{"icmp_errors", "11:15", "vip[0].icmp_errors", `"ignore" is not one of "forward" or "drop"`},
 	{"gue_port_ipip", "12:1", "vip[0].gue_port", "applies only to gue VIPs"},
 	{"source_prefix_dsr", "11:1", "vip[0].source_prefix", "applies only to ipip and gue VIPs"},
 	{"source_prefix_bits", "12:17", "vip[0].source_prefix", `"10.99.1.0/16" has bits set past its length: did you mean "10.99.0.0/16"?`},
@@ -354,6 +355,7 @@ func fullConfigWant(path string) *Config {
 					TableSize:    655373,
 					MTU:          9000,
 					TooBig:       TooBigDrop,
+					ICMPErrors:   ICMPDrop,
 					GUEPort:      6080,
 					SourcePrefix: netip.MustParsePrefix("fd00:99::/64"),
 					Backends: []Backend{

@@ -27,6 +27,7 @@ const (
 	DropNoBackend                                          // the VIP has no backend that may take new flows
 	DropTooBig                                             // too big for the VIP's MTU once encapsulated (and not answered with ICMP)
 	DropNoHeadroom                                         // not enough room in front of the frame for the outer headers
+	DropICMPError                                          // an ICMP error about a flow of a VIP whose policy is ICMPDrop
 	NumDropReasons
 )
 
@@ -36,6 +37,7 @@ var dropReasonNames = [NumDropReasons]string{
 	DropNoBackend:   "no_backend",
 	DropTooBig:      "too_big",
 	DropNoHeadroom:  "no_headroom",
+	DropICMPError:   "icmp_error_dropped",
 }
 
 func init() {

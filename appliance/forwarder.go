@@ -105,10 +105,15 @@ func (f *Forwarder) Forward(buf []byte, start, length int) (v Verdict, outStart,
 	if !ok {
 		return f.drop(f.unknownVIP())
 	}
-	if !p.ICMPError && p.Proto != p.Key.Proto {
+	vip := &s.vips[vi]
+	if p.ICMPError {
+		// The policy costs a byte compare, and only ICMP errors pay it.
+		if vip.ICMPErrors == ICMPDrop {
+			return f.drop(DropICMPError)
+		}
+	} else if p.Proto != p.Key.Proto {
 		return f.drop(DropUnsupported)
 	}
-	vip := &s.vips[vi]
 
 	hash := hashing.FlowHash(&p.Key, s.seed)
 	var r *realState

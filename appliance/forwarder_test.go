@@ -45,6 +45,8 @@ func goldenModel() Model {
 	tooBig4in6.MTU, tooBig4in6.TooBig = 1000, TooBigICMP
 	tooBig6 := vip("2001:db8::21", ipProtoTCP, 80, ModeGUE, be("fd00:1::21", 121))
 	tooBig6.MTU, tooBig6.TooBig = 1400, TooBigICMP
+	icmpDrop := vip("192.0.2.23", ipProtoTCP, 80, ModeIPIP, be("10.1.0.23", 23))
+	icmpDrop.ICMPErrors = ICMPDrop
 	gue4in6 := vip("192.0.2.14", ipProtoTCP, 443, ModeGUE, be("fd00:1::14", 14))
 	gue4in6.GUEPort = 6080
 	failed := be("10.1.0.52", 52)
@@ -63,6 +65,7 @@ func goldenModel() Model {
 			vip("192.0.2.12", ipProtoTCP, 80, ModeIPIP, be("fd00:1::12", 12)),
 			vip("192.0.2.13", ipProtoUDP, 53, ModeGUE, be("10.1.0.13", 13)),
 			gue4in6,
+			icmpDrop,
 			vip("2001:db8::10", ipProtoTCP, 80, ModeDSR, be("2001:db8:1::10", 110)),
 			vip("2001:db8::11", ipProtoTCP, 80, ModeIPIP, be("fd00:1::11", 111)),
 			vip("2001:db8::12", ipProtoUDP, 443, ModeIPIP, be("10.1.0.112", 112)),
@@ -459,6 +462,7 @@ func goldenCases() []golden {
 		drop("vip/other-port", frameOf(tcpPacket(client4, addr("192.0.2.10"), 40000, 81, flagSYN, 0)), DropUnsupported)
 		drop("vip/other-protocol", frameOf(udpPacket(client4, addr("192.0.2.10"), 40000, 80, 10)), DropUnsupported)
 		drop("vip/no-backend", frameOf(tcpPacket(client4, addr("192.0.2.50"), 40000, 80, flagSYN, 0)), DropNoBackend)
+		drop("icmp/policy-drop", frameOf(icmpTooBigFrom(router4, reversed(client4, addr("192.0.2.23"), 40000, 80, ipProtoTCP), 1400)), DropICMPError)
 	}
 	return cs
 }

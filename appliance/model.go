@@ -77,6 +77,43 @@ const (
 	TooBigICMP                     // answer with ICMP frag-needed / packet-too-big (DF packets), so the client lowers its MTU
 )
 
+// ICMPPolicy says what happens to ICMP errors about a VIP's flows: ICMPv4
+// destination-unreachable (fragmentation needed among them), time-exceeded
+// and parameter-problem, and ICMPv6 packet-too-big and the like, sent to the
+// VIP by routers on the way from a backend to a client.
+type ICMPPolicy uint8
+
+// ICMP error policies.
+const (
+	// ICMPForward sends each error to the backend owning the flow it
+	// quotes, so the backend's stack learns a smaller path MTU (or that
+	// the client is unreachable). Without it, path MTU discovery on the
+	// return path fails and large replies stall.
+	ICMPForward ICMPPolicy = iota
+	// ICMPDrop drops them, counted under DropICMPError: for operators whose
+	// border already answers for the VIPs, or to show what forwarding buys.
+	ICMPDrop
+)
+
+var icmpPolicyNames = [...]string{ICMPForward: "forward", ICMPDrop: "drop"}
+
+func (p ICMPPolicy) String() string {
+	if int(p) < len(icmpPolicyNames) {
+		return icmpPolicyNames[p]
+	}
+	return fmt.Sprintf("icmp_policy(%d)", p)
+}
+
+// ParseICMPPolicy parses "forward" or "drop".
+func ParseICMPPolicy(s string) (ICMPPolicy, error) {
+	for i, n := range icmpPolicyNames {
+		if n == s {
+			return ICMPPolicy(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown ICMP error policy %q (want forward or drop)", s)
+}
+
 // Defaults for VIP fields left zero.
 const (
 	DefaultMTU     = 1500
@@ -115,6 +152,10 @@ type VIP struct {
 	// backends carries; 0 = DefaultMTU. Only encapsulating modes can exceed it.
 	MTU    int
 	TooBig TooBigPolicy
+	// ICMPErrors says whether ICMP errors about the VIP's flows reach the
+	// flow's backend (the zero value) or are dropped. It applies in every
+	// mode.
+	ICMPErrors ICMPPolicy
 	// GUEPort is the outer UDP destination port for ModeGUE; 0 = DefaultGUEPort.
 	GUEPort uint16
 	// SourcePrefix, when valid, makes the outer source address of

@@ -226,6 +226,12 @@ func checkVIP(v *VIP, m Model) error {
 	if v.MTU != 0 && (v.MTU < 576 || v.MTU > 9216) {
 		return fmt.Errorf("mtu %d out of range 576..9216", v.MTU)
 	}
+	if v.TooBig > TooBigICMP {
+		return fmt.Errorf("unknown too-big policy %d", v.TooBig)
+	}
+	if v.ICMPErrors > ICMPDrop {
+		return fmt.Errorf("unknown ICMP error policy %d", v.ICMPErrors)
+	}
 	if v.SourcePrefix.IsValid() && v.Mode == ModeDSR {
 		return errors.New("source prefix applies only to ipip and gue")
 	}
