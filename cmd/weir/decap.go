@@ -1,0 +1,566 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/weirlb/weir/appliance"
+	"github.com/weirlb/weir/firmware"
+)
+
+func init() {
+	commands["decap"] = command{summary: "on a backend: take weir's IPIP/GUE headers off VIP traffic (XDP)", run: runDecap}
+}
+
+// decapDefaultInterval is how often a running `weir decap` prints its
+// counters unless told otherwise.
+const decapDefaultInterval = time.Minute
+
+func decapUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintln(w, "usage: weir decap -i IFACE -vip ADDR[,ADDR...] [-gue-port N] [-mode auto|native|generic] [-interval D]")
+	fmt.Fprintln(w, "       weir decap -c FILE [flags]")
+	fmt.Fprintln(w, "\nRun on a backend of an ipip or gue VIP. Attaches weir's decap XDP program to IFACE, the")
+	fmt.Fprintln(w, "interface the appliance's encapsulated packets arrive on: IPv4-in-IPv4, IPv6-in-IPv6,")
+	fmt.Fprintln(w, "IPv4-in-IPv6, IPv6-in-IPv4 and GUE (variant 1, UDP port -gue-port) packets whose inner")
+	fmt.Fprintln(w, "destination is one of the VIPs lose their outer headers and reach the stack as the client")
+	fmt.Fprintln(w, "sent them; everything else passes untouched. The VIPs must be addresses of this host (on lo).")
+	fmt.Fprintln(w, "It runs until SIGINT or SIGTERM, printing the program's counters every -interval and at")
+	fmt.Fprintln(w, "exit. The program is detached when weir exits, even if it is killed (bpf_link). Needs root")
+	fmt.Fprintln(w, "or CAP_BPF and CAP_NET_ADMIN.")
+	fmt.Fprintln(w, "\nThe -c file holds the same settings; flags given on the command line win:")
+	fmt.Fprintln(w, `  interface = "eth0"`)
+	fmt.Fprintln(w, `  vips = ["192.0.2.1", "2001:db8::1"]`)
+	fmt.Fprintln(w, `  gue_port = 5555        # 0: IPIP only`)
+	fmt.Fprintln(w, `  xdp_mode = "auto"      # "native" or "generic"`)
+	fmt.Fprintln(w, "\nflags:")
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
+// decapSettings is what `weir decap` runs with, from the file and the flags.
+type decapSettings struct {
+	iface   string
+	vips    []netip.Addr
+	guePort uint16
+	mode    firmware.AttachMode
+}
+
+// decapFlags holds the raw flag values until they are merged with the file.
+type decapFlags struct {
+	config, iface, vips, mode string
+	guePort                   uint
+	interval                  time.Duration
+	set                       map[string]bool // flags given on the command line
+}
+
+func runDecap(ctx context.Context, e *env, args []string) int {
+	fs := flag.NewFlagSet("decap", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors and usage are printed below, to the right stream
+	var f decapFlags
+	fs.StringVar(&f.config, "c", "", "settings `FILE` (TOML: interface, vips, gue_port, xdp_mode)")
+	fs.StringVar(&f.iface, "i", "", "`IFACE` the encapsulated packets arrive on")
+	fs.StringVar(&f.vips, "vip", "", "comma-separated VIP `ADDRs` to decapsulate for (IPv4 and IPv6)")
+	fs.UintVar(&f.guePort, "gue-port", uint(appliance.DefaultGUEPort), "UDP destination `PORT` of GUE packets, as the VIPs' gue_port; 0 decapsulates IPIP only")
+	fs.StringVar(&f.mode, "mode", "auto", "XDP attach `MODE`: auto (native, else generic), native or generic")
+	fs.DurationVar(&f.interval, "interval", decapDefaultInterval, "print the counters every `D`; 0 prints them only at exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			decapUsage(e.stdout, fs)
+			return 0
+		}
+		fmt.Fprintf(e.stderr, "weir decap: %v\n\n", err)
+		decapUsage(e.stderr, fs)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(e.stderr, "weir decap: unexpected argument %q\n\n", fs.Arg(0))
+		decapUsage(e.stderr, fs)
+		return 2
+	}
+	f.set = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
+	if f.interval < 0 {
+		fmt.Fprintf(e.stderr, "weir decap: -interval %v: want 0 or more\n", f.interval)
+		return 2
+	}
+
+	var file *decapSettings
+	if f.config != "" {
+		data, err := os.ReadFile(f.config)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "weir decap: %v\n", err)
+			return 2
+		}
+		s, probs := parseDecapFile(f.config, data)
+		if len(probs) > 0 {
+			for _, p := range probs {
+				fmt.Fprintln(e.stderr, p)
+			}
+			fmt.Fprintf(e.stderr, "weir decap: %s: %d problem%s\n", f.config, len(probs), plural(len(probs)))
+			return 2
+		}
+		file = &s
+	}
+	s, err := mergeDecapSettings(file, f)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "weir decap: %v\n", err)
+		return 2
+	}
+	if err := serveDecap(ctx, e, s, f.interval); err != nil {
+		fmt.Fprintf(e.stderr, "weir decap: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// mergeDecapSettings starts from the file (if any) and applies the flags
+// given on the command line, then checks that nothing required is missing.
+func mergeDecapSettings(file *decapSettings, f decapFlags) (decapSettings, error) {
+	s := decapSettings{guePort: appliance.DefaultGUEPort, mode: firmware.AttachAuto}
+	if file != nil {
+		s = *file
+	}
+	if f.set["i"] {
+		if err := checkDecapIface(f.iface); err != nil {
+			return s, fmt.Errorf("-i %q: %w", f.iface, err)
+		}
+		s.iface = f.iface
+	}
+	if f.set["vip"] {
+		var vips []netip.Addr
+		for _, v := range strings.Split(f.vips, ",") {
+			v = strings.TrimSpace(v)
+			if v == "" {
+				continue
+			}
+			a, err := parseDecapVIP(v)
+			if err != nil {
+				return s, fmt.Errorf("-vip: %w", err)
+			}
+			if slices.Contains(vips, a) {
+				return s, fmt.Errorf("-vip: %s is listed twice", a)
+			}
+			vips = append(vips, a)
+		}
+		s.vips = vips
+	}
+	if f.set["gue-port"] {
+		if f.guePort > 65535 {
+			return s, fmt.Errorf("-gue-port %d: want 0 (no GUE) to 65535", f.guePort)
+		}
+		s.guePort = uint16(f.guePort)
+	}
+	if f.set["mode"] || file == nil {
+		m, err := firmware.ParseAttachMode(f.mode)
+		if err != nil {
+			return s, fmt.Errorf("-mode: %w", err)
+		}
+		s.mode = m
+	}
+	switch {
+	case s.iface == "":
+		return s, errors.New("no interface: give -i IFACE, or interface in the -c file")
+	case len(s.vips) == 0:
+		return s, errors.New("no VIPs: give -vip ADDR[,ADDR...], or vips in the -c file")
+	}
+	return s, nil
+}
+
+// parseDecapVIP parses one VIP as the decap program matches it: a plain
+// unicast IPv4 or IPv6 address.
+func parseDecapVIP(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		return a, fmt.Errorf("%q is not an IP address", s)
+	case a.Zone() != "":
+		return a, fmt.Errorf("%q: a VIP has no zone", s)
+	case a.Is4In6():
+		return a, fmt.Errorf("%q is an IPv4-mapped IPv6 address: write it as %s", s, a.Unmap())
+	case a.IsUnspecified(), a.IsMulticast(), a.IsLoopback(), a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return a, fmt.Errorf("%s cannot be a VIP: not a unicast address", a)
+	}
+	return a, nil
+}
+
+// checkDecapIface checks an interface name the way the kernel would.
+func checkDecapIface(s string) error {
+	if s == "" || len(s) > 15 || s == "." || s == ".." || strings.ContainsAny(s, "/: \t\n") {
+		return errors.New("not a valid interface name")
+	}
+	return nil
+}
+
+// serveDecap attaches the program and waits for ctx, printing counters. It
+// acts in the network namespace of the calling thread.
+func serveDecap(ctx context.Context, e *env, s decapSettings, interval time.Duration) (err error) {
+	ifc, err := net.InterfaceByName(s.iface)
+	if err != nil {
+		return fmt.Errorf("interface %s: %w", s.iface, err)
+	}
+	warnForeignVIPs(e.stderr, s.vips)
+	d, err := firmware.LoadDecap(firmware.DecapConfig{VIPs: s.vips, GUEPort: s.guePort, MaxVIPs: max(firmware.DefaultMaxVIPs, 2*len(s.vips))})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := d.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}()
+	att, err := d.Attach(ifc.Index, s.mode)
+	if err != nil {
+		return err
+	}
+	what := "IPIP only (GUE off)"
+	if s.guePort != 0 {
+		what = fmt.Sprintf("IPIP and GUE on UDP port %d", s.guePort)
+	}
+	vips := make([]string, len(s.vips))
+	for i, a := range s.vips {
+		vips[i] = a.String()
+	}
+	fmt.Fprintf(e.stdout, "weir decap: attached to %s (%s XDP): VIPs %s; %s\n", ifc.Name, att.Mode(), strings.Join(vips, ", "), what)
+	if nerr := att.NativeErr(); nerr != nil {
+		fmt.Fprintf(e.stderr, "weir decap: native XDP refused, running in generic mode: %v\n", nerr)
+	}
+
+	var tick <-chan time.Time
+	if interval > 0 {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-tick:
+			c, err := d.Counters()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%s: %s\n", ifc.Name, formatDecapCounters(c))
+		case <-ctx.Done():
+			c, cerr := d.Counters()
+			if err := att.Close(); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "weir decap: detached from %s\n", ifc.Name)
+			if cerr != nil {
+				return cerr
+			}
+			fmt.Fprintf(e.stdout, "%s: final: %s\n", ifc.Name, formatDecapCounters(c))
+			return nil
+		}
+	}
+}
+
+// formatDecapCounters prints every counter as name=value, so scripts can
+// pick fields out.
+func formatDecapCounters(c firmware.DecapCounters) string {
+	return fmt.Sprintf("decapsulated=%d ipip=%d ip6in4=%d ip4in6=%d ip6ip6=%d gue=%d passed=%d not_vip=%d malformed=%d ce_marked=%d dropped_ecn=%d failed=%d",
+		c.Decapsulated(), c.IPIP, c.IP6in4, c.IP4in6, c.IP6IP6, c.GUE, c.Passed, c.NotVIP, c.Malformed, c.CEMarked, c.DroppedECN, c.Failed)
+}
+
+// warnForeignVIPs says which VIPs are not addresses of this host: their
+// decapsulated packets would be routed on or dropped, not answered.
+func warnForeignVIPs(w io.Writer, vips []netip.Addr) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return
+	}
+	local := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			local[p.Addr().Unmap()] = true
+		}
+	}
+	for _, v := range vips {
+		if !local[v] {
+			bits := 32
+			if v.Is6() {
+				bits = 128
+			}
+			fmt.Fprintf(w, "weir decap: warning: VIP %s is not an address of this host, so the stack will not answer it: ip addr add %s/%d dev lo\n", v, v, bits)
+		}
+	}
+}
+
+// The -c file: a flat TOML table.
+var decapFileKeys = []string{"interface", "vips", "gue_port", "xdp_mode"}
+
+// decapProblem is one thing wrong with a -c file.
+type decapProblem struct {
+	at       filePos
+	key, msg string
+}
+
+// parseDecapFile decodes a -c file. Every problem comes back formatted as
+// file:line:col: key: message, in file order.
+func parseDecapFile(path string, data []byte) (decapSettings, []string) {
+	s := decapSettings{guePort: appliance.DefaultGUEPort, mode: firmware.AttachAuto}
+	var doc map[string]any
+	if _, err := toml.Decode(string(data), &doc); err != nil {
+		var pe toml.ParseError
+		if !errors.As(err, &pe) {
+			return s, []string{fmt.Sprintf("%s: %v", path, err)}
+		}
+		at := filePos{pe.Position.Line, pe.Position.Col}
+		// The decoder's column is off for errors at the start of a line;
+		// the byte offset is right.
+		if st := pe.Position.Start; st >= 0 && st <= len(data) && at.line > 0 {
+			at = posAt(data, st)
+		}
+		return s, []string{fmt.Sprintf("%s:%d:%d: %s", path, at.line, at.col, pe.Message)}
+	}
+	var probs []decapProblem
+	bad := func(key string, at filePos, format string, args ...any) {
+		probs = append(probs, decapProblem{at: at, key: key, msg: fmt.Sprintf(format, args...)})
+	}
+	for k, v := range doc {
+		keyAt, valAt := keyPosition(data, k)
+		switch k {
+		case "interface":
+			str, ok := v.(string)
+			if !ok {
+				bad(k, valAt, "must be a string, not %s", tomlTypeName(v))
+			} else if err := checkDecapIface(str); err != nil {
+				bad(k, valAt, "%q is %v", str, err)
+			} else {
+				s.iface = str
+			}
+		case "vips":
+			list, ok := v.([]any)
+			if !ok {
+				bad(k, valAt, "must be an array of addresses, like [\"192.0.2.1\", \"2001:db8::1\"], not %s", tomlTypeName(v))
+				break
+			}
+			elems := elementPositions(data, valAt)
+			for i, e := range list {
+				at := valAt
+				if i < len(elems) {
+					at = elems[i]
+				}
+				name := fmt.Sprintf("vips[%d]", i)
+				str, ok := e.(string)
+				if !ok {
+					bad(name, at, "must be a string, not %s", tomlTypeName(e))
+					continue
+				}
+				a, err := parseDecapVIP(str)
+				if err != nil {
+					bad(name, at, "%v", err)
+					continue
+				}
+				if j := slices.Index(s.vips, a); j >= 0 {
+					bad(name, at, "%s is already vips[%d]", a, j)
+					continue
+				}
+				s.vips = append(s.vips, a)
+			}
+		case "gue_port":
+			n, ok := v.(int64)
+			switch {
+			case !ok:
+				bad(k, valAt, "must be an integer, not %s", tomlTypeName(v))
+			case n < 0 || n > 65535:
+				bad(k, valAt, "%d is out of range 0 (no GUE) to 65535", n)
+			default:
+				s.guePort = uint16(n)
+			}
+		case "xdp_mode":
+			str, ok := v.(string)
+			if !ok {
+				bad(k, valAt, "must be a string, not %s", tomlTypeName(v))
+				break
+			}
+			m, err := firmware.ParseAttachMode(str)
+			if err != nil {
+				bad(k, valAt, "%q is not one of \"auto\", \"native\" or \"generic\"", str)
+				break
+			}
+			s.mode = m
+		default:
+			what := "key"
+			switch v.(type) {
+			case map[string]any:
+				what = "table"
+			case []map[string]any:
+				what = "array of tables"
+			}
+			bad(k, keyAt, "unknown %s (known: %s)", what, strings.Join(decapFileKeys, ", "))
+		}
+	}
+	// Maps iterate in random order: report in file order.
+	slices.SortFunc(probs, func(a, b decapProblem) int {
+		if a.at.line != b.at.line {
+			return a.at.line - b.at.line
+		}
+		if a.at.col != b.at.col {
+			return a.at.col - b.at.col
+		}
+		return strings.Compare(a.key, b.key)
+	})
+	out := make([]string, len(probs))
+	for i, p := range probs {
+		where := path
+		if p.at.line > 0 {
+			where = fmt.Sprintf("%s:%d:%d", path, p.at.line, p.at.col)
+		}
+		out[i] = fmt.Sprintf("%s: %s: %s", where, p.key, p.msg)
+	}
+	return s, out
+}
+
+// filePos is a 1-based line and byte column; zero when unknown.
+type filePos struct{ line, col int }
+
+// keyPosition finds top-level key k in a flat TOML document: where the key
+// is written and where its value starts. A key written as a table header
+// ([k]) or as the first part of a dotted key gives the header's or key's
+// position for both.
+func keyPosition(data []byte, k string) (key, val filePos) {
+	q := regexp.QuoteMeta(k)
+	re := regexp.MustCompile(`(?m)^([ \t]*)(?:` + q + `|"` + q + `"|'` + q + `')[ \t]*(=[ \t]*|\.)`)
+	hdr := regexp.MustCompile(`(?m)^([ \t]*\[+[ \t]*)(?:` + q + `|"` + q + `")[ \t]*[.\]]`)
+	loc := re.FindSubmatchIndex(data)
+	if loc == nil {
+		if loc = hdr.FindSubmatchIndex(data); loc == nil {
+			return filePos{}, filePos{}
+		}
+		key = posAt(data, loc[3])
+		return key, key
+	}
+	key = posAt(data, loc[3])
+	if data[loc[4]] != '=' {
+		return key, key
+	}
+	return key, posAt(data, loc[5])
+}
+
+// elementPositions returns where each element of the array value starting
+// at val begins. It understands strings, comments and nested arrays well
+// enough for an array the decoder already accepted.
+func elementPositions(data []byte, val filePos) []filePos {
+	if val.line == 0 {
+		return nil
+	}
+	i := offsetOf(data, val)
+	if i >= len(data) || data[i] != '[' {
+		return nil
+	}
+	var out []filePos
+	depth := 0
+	expect := true // the next non-blank byte starts an element
+	for ; i < len(data); i++ {
+		switch ch := data[i]; {
+		case ch == '#':
+			for i < len(data) && data[i] != '\n' {
+				i++
+			}
+		case ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n':
+		case ch == '[':
+			if depth == 1 && expect {
+				out = append(out, posAt(data, i))
+				expect = false
+			}
+			depth++
+			if depth == 1 {
+				expect = true
+			}
+		case ch == ']':
+			depth--
+			if depth == 0 {
+				return out
+			}
+		case ch == ',':
+			if depth == 1 {
+				expect = true
+			}
+		default:
+			if depth == 1 && expect {
+				out = append(out, posAt(data, i))
+				expect = false
+			}
+			if ch == '"' || ch == '\'' {
+				i = skipString(data, i)
+			}
+		}
+	}
+	return out
+}
+
+// skipString returns the index of the closing quote of the string opening
+// at i (basic or literal; triple-quoted too).
+func skipString(data []byte, i int) int {
+	q := data[i]
+	if i+2 < len(data) && data[i+1] == q && data[i+2] == q {
+		end := strings.Index(string(data[i+3:]), strings.Repeat(string(q), 3))
+		if end < 0 {
+			return len(data)
+		}
+		return i + 3 + end + 2
+	}
+	for j := i + 1; j < len(data); j++ {
+		switch {
+		case q == '"' && data[j] == '\\':
+			j++
+		case data[j] == q:
+			return j
+		}
+	}
+	return len(data)
+}
+
+func posAt(data []byte, off int) filePos {
+	line := 1 + strings.Count(string(data[:off]), "\n")
+	return filePos{line: line, col: off - strings.LastIndexByte(string(data[:off]), '\n')}
+}
+
+func offsetOf(data []byte, p filePos) int {
+	off := 0
+	for l := 1; l < p.line; l++ {
+		n := strings.IndexByte(string(data[off:]), '\n')
+		if n < 0 {
+			return len(data)
+		}
+		off += n + 1
+	}
+	return off + p.col - 1
+}
+
+func tomlTypeName(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case int64:
+		return "an integer"
+	case float64:
+		return "a float"
+	case bool:
+		return "a boolean"
+	case []any, []map[string]any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	}
+	return "a date or time"
+}
