@@ -388,8 +388,11 @@ type Stats struct {
 	Workers []WorkerStats
 	Total   Counters // summed over workers
 	XDP     firmware.RedirectCounters
-	// Frames accounts every UMEM frame, summed over queues, as last seen by
-	// Stop (zero while running: the ledger belongs to the workers).
+	// Frames accounts every UMEM frame, summed over queues, as Stop found
+	// them once the workers had exited and before it closed the sockets
+	// (zero while running: the ledger belongs to the workers). InHand is
+	// then 0; frames in the fill, RX, TX or completion rings count as
+	// KernelRX or KernelTX, and closing the sockets gave them back.
 	Frames umem.Accounting
 }
 
@@ -461,15 +464,23 @@ func (a *Appliance) Stop() (Stats, error) {
 	if statErr != nil {
 		errs = append(errs, statErr)
 	}
-	errs = append(errs, a.teardown()...)
-	for _, u := range a.umems {
+	// The workers have exited, so their UMEMs are ours to read. The ledger
+	// is checked before the sockets close: closing hands every frame back,
+	// after which a frame a worker leaked could no longer be seen.
+	for q, u := range a.umems {
 		acc := u.Accounting()
+		if err := u.Check(); err != nil {
+			errs = append(errs, fmt.Errorf("queue %d: frame accounting: %w", q, err))
+		} else if acc.InHand != 0 {
+			errs = append(errs, fmt.Errorf("queue %d: frame accounting: worker stopped holding %d frames: %v", q, acc.InHand, acc))
+		}
 		st.Frames.Total += acc.Total
 		st.Frames.Free += acc.Free
 		st.Frames.InHand += acc.InHand
 		st.Frames.KernelRX += acc.KernelRX
 		st.Frames.KernelTX += acc.KernelTX
 	}
+	errs = append(errs, a.teardown()...)
 	a.log.Info("appliance stopped", "interface", a.ifname)
 	return st, errors.Join(errs...)
 }
