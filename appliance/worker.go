@@ -56,6 +56,8 @@ type worker struct {
 	batch uint32
 	epoch time.Time // monotonic origin of the forwarder's clock
 
+	pkts       []Packet // the batch handed to ForwardBatch
+	bases      []uint64 // UMEM address of each batch frame
 	drops      []uint64 // frames to free after a batch
 	txRingFull uint64
 	batches    uint64
@@ -73,6 +75,8 @@ func newWorker(queue, cpu int, sock *ring.Socket, fwd *Forwarder, snap *atomic.P
 		snap:  snap,
 		batch: uint32(batch),
 		epoch: epoch,
+		pkts:  make([]Packet, batch),
+		bases: make([]uint64, batch),
 		drops: make([]uint64, 0, batch),
 	}
 }
@@ -125,16 +129,22 @@ func (w *worker) run(ctx context.Context) error {
 		}
 		now := time.Now()
 		w.fwd.Begin(w.snap.Load(), int64(now.Sub(w.epoch)))
+		frameSize := u.FrameSize()
+		pkts := w.pkts[:n]
+		for i := range pkts {
+			d := rx.Get(idx + uint32(i))
+			base := u.Base(d.Addr)
+			w.bases[i] = base
+			pkts[i] = Packet{Buf: u.Frame(base, frameSize), Start: int(d.Addr - base), Len: int(d.Len)}
+		}
+		w.fwd.ForwardBatch(pkts)
 		got, tidx := tx.Reserve(n)
 		var sent uint32
 		w.drops = w.drops[:0]
-		frameSize := u.FrameSize()
-		for i := range n {
-			d := rx.Get(idx + i)
-			base := u.Base(d.Addr)
-			buf := u.Frame(base, frameSize)
-			v, outStart, outLen := w.fwd.Forward(buf, int(d.Addr-base), int(d.Len))
-			if v == VerdictDrop {
+		for i := range pkts {
+			pk := &pkts[i]
+			base := w.bases[i]
+			if pk.Verdict == VerdictDrop {
 				w.drops = append(w.drops, base)
 				continue
 			}
@@ -143,7 +153,7 @@ func (w *worker) run(ctx context.Context) error {
 				w.drops = append(w.drops, base)
 				continue
 			}
-			tx.Set(tidx+sent, ring.Desc{Addr: base + uint64(outStart), Len: uint32(outLen)})
+			tx.Set(tidx+sent, ring.Desc{Addr: base + uint64(pk.OutStart), Len: uint32(pk.OutLen)})
 			sent++
 		}
 		rx.Release(n)
