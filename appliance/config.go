@@ -95,17 +95,6 @@ const (
 	LogJSON LogFormat = "json" // slog.JSONHandler: one JSON object per line
 )
 
-// HealthType is how backends of a VIP are probed.
-type HealthType string
-
-// Health check types.
-const (
-	HealthNone  HealthType = "none"  // no probing: backends keep their configured state
-	HealthTCP   HealthType = "tcp"   // a TCP connection must be accepted
-	HealthHTTP  HealthType = "http"  // an HTTP GET of Path must answer ExpectStatus
-	HealthHTTPS HealthType = "https" // the same over TLS
-)
-
 // Config is a loaded, validated configuration file with every default
 // applied. Load one with LoadConfig; a Config is a plain value that nothing
 // in weir modifies after loading, so a reload builds a new one.
@@ -153,22 +142,10 @@ type LogConfig struct {
 }
 
 // VIPConfig is one [[vip]] table: the VIP as the model describes it, with
-// its static backends, and how its backends are health-checked.
+// its static backends and its [vip.health] table (VIP.Health), so that the
+// health check travels with the VIP through Config.Model and Publish.
 type VIPConfig struct {
 	VIP
-	Health HealthConfig
-}
-
-// HealthConfig is a VIP's [vip.health] table.
-type HealthConfig struct {
-	Type         HealthType
-	Port         uint16 // 0: the VIP's port
-	Path         string // http and https only
-	ExpectStatus int    // http and https only
-	Interval     time.Duration
-	Timeout      time.Duration
-	Rise         int // consecutive successes that bring a backend up
-	Fall         int // consecutive failures that take it down
 }
 
 // DefaultConfig returns the configuration an empty file would give, but for
@@ -204,14 +181,14 @@ func defaultVIP() VIPConfig {
 			MTU:       DefaultMTU,
 			TooBig:    TooBigICMP,
 			GUEPort:   DefaultGUEPort,
-		},
-		Health: HealthConfig{
-			Path:         DefaultHealthPath,
-			ExpectStatus: DefaultHealthStatus,
-			Interval:     DefaultHealthInterval,
-			Timeout:      DefaultHealthTimeout,
-			Rise:         DefaultHealthRise,
-			Fall:         DefaultHealthFall,
+			Health: HealthConfig{
+				Path:         DefaultHealthPath,
+				ExpectStatus: DefaultHealthStatus,
+				Interval:     DefaultHealthInterval,
+				Timeout:      DefaultHealthTimeout,
+				Rise:         DefaultHealthRise,
+				Fall:         DefaultHealthFall,
+			},
 		},
 	}
 }

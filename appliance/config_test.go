@@ -276,15 +276,15 @@ func TestDefaults(t *testing.T) {
 					Weight: 1,
 					State:  StateActive,
 				}},
-			},
-			Health: HealthConfig{
-				Type:         HealthTCP,
-				Path:         "/",
-				ExpectStatus: 200,
-				Interval:     2 * time.Second,
-				Timeout:      time.Second,
-				Rise:         2,
-				Fall:         3,
+				Health: HealthConfig{
+					Type:         HealthTCP,
+					Path:         "/",
+					ExpectStatus: 200,
+					Interval:     2 * time.Second,
+					Timeout:      time.Second,
+					Rise:         2,
+					Fall:         3,
+				},
 			},
 		}},
 	}
@@ -362,16 +362,16 @@ func fullConfigWant(path string) *Config {
 						{Addr: netip.MustParseAddr("fd00:53::1"), Name: "dns-a", Weight: 7, State: StateDraining, MAC: packet.MAC{2, 0, 0, 0, 0, 0x0b}},
 						{Addr: netip.MustParseAddr("fd00:53::2"), Name: "fd00:53::2", Weight: 1, State: StateFailed},
 					},
-				},
-				Health: HealthConfig{
-					Type:         HealthHTTPS,
-					Port:         8443,
-					Path:         "/ready",
-					ExpectStatus: 204,
-					Interval:     10 * time.Second,
-					Timeout:      500 * time.Millisecond,
-					Rise:         5,
-					Fall:         1,
+					Health: HealthConfig{
+						Type:         HealthHTTPS,
+						Port:         8443,
+						Path:         "/ready",
+						ExpectStatus: 204,
+						Interval:     10 * time.Second,
+						Timeout:      500 * time.Millisecond,
+						Rise:         5,
+						Fall:         1,
+					},
 				},
 			},
 			{
@@ -386,15 +386,15 @@ func fullConfigWant(path string) *Config {
 					Backends: []Backend{
 						{Addr: netip.MustParseAddr("10.1.0.11"), Name: "10.1.0.11", Weight: 0, State: StateActive, MAC: packet.MAC{2, 0, 0, 0, 0, 0x21}},
 					},
-				},
-				Health: HealthConfig{
-					Type:         HealthNone,
-					Path:         DefaultHealthPath,
-					ExpectStatus: DefaultHealthStatus,
-					Interval:     DefaultHealthInterval,
-					Timeout:      DefaultHealthTimeout,
-					Rise:         DefaultHealthRise,
-					Fall:         DefaultHealthFall,
+					Health: HealthConfig{
+						Type:         HealthNone,
+						Path:         DefaultHealthPath,
+						ExpectStatus: DefaultHealthStatus,
+						Interval:     DefaultHealthInterval,
+						Timeout:      DefaultHealthTimeout,
+						Rise:         DefaultHealthRise,
+						Fall:         DefaultHealthFall,
+					},
 				},
 			},
 		},
@@ -521,6 +521,10 @@ func TestModelIsACopy(t *testing.T) {
 	}
 	if len(m.VIPs) != 2 || m.VIPs[0].Backends[0].MAC != (packet.MAC{2, 0, 0, 0, 0, 0x0b}) || m.VIPs[0].Backends[1].MAC != (packet.MAC{}) {
 		t.Fatalf("model VIPs: %+v", m.VIPs)
+	}
+	// The health check travels with the VIP, so Publish carries it.
+	if h := m.VIPs[0].Health; h.Type != HealthHTTPS || h.Port != 8443 || h.Path != "/ready" || h.Rise != 5 || h.Fall != 1 {
+		t.Errorf("model VIP health %+v, want the [vip.health] table of the file", h)
 	}
 	m.VIPs[0].Backends[0].Weight = 99
 	if cfg.VIPs[0].Backends[0].Weight != 7 {

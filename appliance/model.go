@@ -163,7 +163,36 @@ type VIP struct {
 	// NICs spread flows over their queues); otherwise the appliance's address
 	// of the backend's family is used.
 	SourcePrefix netip.Prefix
-	Backends     []Backend
+	// Health says how the appliance probes the VIP's backends; the zero
+	// value (Type "") probes nothing, like HealthNone. A backend that fails
+	// its check is forwarded to as if its State were StateFailed.
+	Health   HealthConfig
+	Backends []Backend
+}
+
+// HealthType is how backends of a VIP are probed.
+type HealthType string
+
+// Health check types.
+const (
+	HealthNone  HealthType = "none"  // no probing: backends keep their configured state
+	HealthTCP   HealthType = "tcp"   // a TCP connection must be accepted
+	HealthHTTP  HealthType = "http"  // an HTTP GET of Path must answer ExpectStatus
+	HealthHTTPS HealthType = "https" // the same over TLS, certificate not verified (see health.go)
+)
+
+// HealthConfig is how a VIP's backends are health-checked: the [vip.health]
+// table of the configuration. Zero fields of a model built in code take the
+// Default* values of config.go (Timeout: the default, but at most Interval).
+type HealthConfig struct {
+	Type         HealthType
+	Port         uint16 // port probed on each backend's address; 0: the VIP's port
+	Path         string // http and https only
+	ExpectStatus int    // http and https only
+	Interval     time.Duration
+	Timeout      time.Duration
+	Rise         int // consecutive successes that bring a down backend up
+	Fall         int // consecutive failures that take a backend down
 }
 
 // Backend is one server behind a VIP.
