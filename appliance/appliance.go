@@ -43,6 +43,15 @@ type Options struct {
 	Flows      flows.Config
 	MaxReals   int
 	Logger     *slog.Logger
+	// Dial opens health-check connections; nil means a net.Dialer. Probes
+	// run on goroutines of their own, which are in the process's network
+	// namespace, not necessarily the one Start was called in: an appliance
+	// started inside another namespace (a lab) passes a Dial that dials
+	// from there.
+	Dial DialFunc
+	// HealthConcurrency bounds the health probes in flight at once; 0
+	// means DefaultHealthConcurrency.
+	HealthConcurrency int
 }
 
 // Options returns the start-up options of the configuration; the caller
@@ -98,14 +107,15 @@ type Appliance struct {
 	sockets  []*ring.Socket
 	umems    []*umem.Umem
 
-	nl   *netlink.Handle // bound to the interface's network namespace
-	hops *nextHops
+	nl     *netlink.Handle // bound to the interface's network namespace
+	hops   *nextHops
+	health *healthChecker
 
 	mu         sync.Mutex // serialises Publish, next-hop refreshes and Stop
 	generation uint64
 	vips       map[firmware.VIP]bool // VIPs in the redirect program's map
 	desired    Model                 // the last model given to Start or Publish
-	effective  Model                 // desired with resolved MACs: what the snapshot was built from
+	effective  Model                 // desired with health overrides and resolved MACs: what the snapshot was built from
 	unresolved map[string]resolution // backends without a MAC, as last reported
 
 	cancel context.CancelFunc
@@ -117,8 +127,10 @@ type Appliance struct {
 
 // Start brings the appliance up on opts.Interface with the forwarding state
 // in m, in the network namespace of the calling thread: it loads the
-// redirect program, binds a socket per queue, starts the workers and then
-// attaches the program. On failure everything set up so far is undone.
+// redirect program, binds a socket per queue, starts the workers, attaches
+// the program and starts the health checks of m's VIPs (backends count as
+// up until their checks say otherwise). On failure everything set up so far
+// is undone.
 func Start(opts Options, m Model) (a *Appliance, err error) {
 	a = &Appliance{opts: opts, log: cmp.Or(opts.Logger, slog.Default()), vips: make(map[firmware.VIP]bool)}
 	defer func() {
@@ -155,7 +167,7 @@ func Start(opts Options, m Model) (a *Appliance, err error) {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}
 	a.hops = &nextHops{nl: a.nl, ifindex: a.ifindex, ifname: a.ifname}
-	if err := m.Validate(); err != nil { // refuse a bad model before probing anything
+	if err := validateModel(m); err != nil { // refuse a bad model before probing anything
 		return nil, err
 	}
 	a.desired = m.clone()
@@ -190,6 +202,8 @@ func Start(opts Options, m Model) (a *Appliance, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("attach redirect program to %s: %w", a.ifname, err)
 	}
+	a.health = newHealthChecker(a.log, opts.Dial, opts.HealthConcurrency)
+	a.health.update(a.desired)
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -316,23 +330,39 @@ func (a *Appliance) addVIPs(s *Snapshot) error {
 // model changes nothing); VIPs it adds are matched by the redirect program
 // before the snapshot that serves them is published, and VIPs it removes stop
 // being matched only after. Established flows keep their backends.
+//
+// Health checks follow m: backends that were checked before keep their
+// health (a down backend stays out), new ones start as up until proven
+// otherwise, and removed ones stop being probed.
 func (a *Appliance) Publish(m Model) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
 		return errors.New("appliance stopped")
 	}
-	if err := m.Validate(); err != nil { // a bad model changes nothing
+	if err := validateModel(m); err != nil { // a bad model changes nothing
 		return err
 	}
 	effective := m.clone()
+	a.health.apply(&effective)
 	unresolved := a.hops.fillMACs(&effective)
 	if err := a.publishLocked(effective); err != nil {
 		return err
 	}
 	a.desired, a.unresolved = m.clone(), unresolved
+	a.health.update(a.desired)
 	a.reportUnresolved()
 	return nil
+}
+
+// Health returns the health-check state of every checked backend (backends
+// of VIPs whose health check type is none are not listed), ordered by VIP
+// and backend address. It is safe to call at any time, also after Stop.
+func (a *Appliance) Health() []BackendHealth {
+	if a.health == nil {
+		return nil
+	}
+	return a.health.snapshot()
 }
 
 // publishLocked builds a snapshot from an effective model (MACs resolved)
@@ -453,6 +483,7 @@ func (a *Appliance) Stop() (Stats, error) {
 	a.mu.Unlock()
 	// The refresh loop takes mu: wait for it (and the workers) unlocked.
 	a.cancel()
+	a.health.stop()
 	a.wg.Wait()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -538,16 +569,20 @@ const (
 	refreshInterval = time.Second
 )
 
-// refreshLoop re-resolves the desired model's MACs and publishes a new
-// snapshot whenever they changed.
+// refreshLoop rebuilds the effective model (desired + health overrides +
+// resolved MACs) every refreshInterval and whenever a backend's health
+// flips, and publishes a new snapshot when the forwarding state changed.
 func (a *Appliance) refreshLoop(ctx context.Context) {
 	t := time.NewTicker(refreshInterval)
 	defer t.Stop()
 	for {
+		why := "next hops"
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-a.health.changed:
+			why = "health"
 		}
 		a.mu.Lock()
 		if a.closed {
@@ -555,10 +590,12 @@ func (a *Appliance) refreshLoop(ctx context.Context) {
 			return
 		}
 		effective := a.desired.clone()
+		a.health.apply(&effective)
 		unresolved := a.hops.fillMACs(&effective)
-		if !sameMACs(effective, a.effective) {
+		if !sameForwarding(effective, a.effective) {
+			a.log.Info("forwarding state changed: publishing", "cause", why)
 			if err := a.publishLocked(effective); err != nil {
-				a.log.Error("next-hop refresh: publish", "err", err)
+				a.log.Error("refresh: publish", "cause", why, "err", err)
 			}
 		}
 		if len(unresolved) != len(a.unresolved) {
@@ -570,7 +607,9 @@ func (a *Appliance) refreshLoop(ctx context.Context) {
 	}
 }
 
-func sameMACs(x, y Model) bool {
+// sameForwarding reports whether two effective models of the same desired
+// model forward alike: the same MACs and states (health overrides).
+func sameForwarding(x, y Model) bool {
 	if len(x.VIPs) != len(y.VIPs) {
 		return false
 	}
@@ -580,7 +619,7 @@ func sameMACs(x, y Model) bool {
 			return false
 		}
 		for j := range bx {
-			if bx[j].MAC != by[j].MAC {
+			if bx[j].MAC != by[j].MAC || bx[j].State != by[j].State || bx[j].Addr != by[j].Addr {
 				return false
 			}
 		}
