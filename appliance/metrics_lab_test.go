@@ -1,0 +1,159 @@
+//go:build weirmetrics
+
+package appliance
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// scrapeMetrics GETs url and returns its samples keyed like flatten's.
+func scrapeMetrics(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: %s", resp.Status)
+	}
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("scrape: parse: %v", err)
+	}
+	var list []*dto.MetricFamily
+	for _, mf := range mfs {
+		list = append(list, mf)
+	}
+	return flatten(list)
+}
+
+// TestMetricsLab scrapes the metrics endpoint of an appliance in the DSR
+// lab, over HTTP, after a known number of TCP connections through it, and
+// checks the numbers against the traffic and the appliance's own reports.
+func TestMetricsLab(t *testing.T) {
+	l := newDSRLab(t, []uint32{1, 2, 3})
+	m := NewMetrics(l.app, nil)
+	ln, err := ListenMetrics("127.0.0.1:0") // the test process's namespace, loopback only
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	serving := make(chan error, 1)
+	go func() { serving <- ServeMetrics(ctx, ln, NewMetricsRegistry(m), testLogger(t)) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-serving; err != nil {
+			t.Errorf("serve metrics: %v", err)
+		}
+	})
+	url := "http://" + ln.Addr().String() + "/metrics"
+
+	before := scrapeMetrics(t, url)
+	if before[`weir_new_flows_total{queue="0"}`]+before[`weir_new_flows_total{queue="1"}`] != 0 {
+		t.Fatalf("new flows before any traffic: %v", before)
+	}
+
+	const perVIP = 40
+	served := map[string]int{} // "vip backend-name" -> connections
+	for _, vip := range l.VIPs {
+		for i := 0; i < perVIP; i++ {
+			name, err := get(t, l.DSR, vip)
+			if err != nil {
+				t.Fatalf("request %d to %s: %v", i, vip, err)
+			}
+			served[vip.String()+" "+name]++
+		}
+	}
+	conns := perVIP * len(l.VIPs)
+	st := l.settle(t)
+	got := scrapeMetrics(t, url)
+
+	sum := func(name string, queues int) float64 {
+		var s float64
+		for q := range queues {
+			s += got[fmt.Sprintf(`%s{queue="%d"}`, name, q)]
+		}
+		return s
+	}
+	q := len(st.Workers)
+	if q != l.Queues {
+		t.Fatalf("%d workers, lab has %d queues", q, l.Queues)
+	}
+	rx, fwd := sum("weir_rx_packets_total", q), sum("weir_forwarded_packets_total", q)
+	check := func(what string, got, want float64) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s = %v, want %v", what, got, want)
+		}
+	}
+	// Every connection is one new flow, and each is still in its table.
+	check("new flows", sum("weir_new_flows_total", q), float64(conns))
+	check("flow table entries", sum("weir_flow_table_entries", q), float64(conns))
+	// Every frame the XDP program redirected reached a worker, and every
+	// one was forwarded: nothing dropped anywhere.
+	check("rx packets vs xdp redirected", rx, got[`weir_xdp_packets_total{result="redirected"}`])
+	check("rx packets vs forwarded", fwd, rx)
+	check("tx packets", sum("weir_tx_packets_total", q), rx)
+	check("rx packets vs the appliance's stats", rx, float64(st.Total.RXPackets))
+	check("xdp dropped (no socket)", got[`weir_xdp_packets_total{result="dropped_no_socket"}`], 0)
+	check("socket drops", sum("weir_xsk_rx_dropped_packets_total", q)+sum("weir_xsk_rx_ring_full_packets_total", q), 0)
+	var drops float64
+	for k, v := range got {
+		if strings.HasPrefix(k, "weir_dropped_packets_total{") {
+			drops += v
+		}
+	}
+	check("drops", drops, 0)
+	// DSR leaves frames as they came: the bytes out are the bytes in.
+	check("forwarded bytes vs rx bytes", sum("weir_forwarded_bytes_total", q), sum("weir_rx_bytes_total", q))
+
+	// Per backend: the appliance's own per-real counters, and every
+	// backend that answered got packets.
+	names := map[string]string{} // "vip backend-name" -> backend address
+	for _, v := range l.app.Snapshot().Model.VIPs {
+		for _, b := range v.Backends {
+			names[v.VIPKey.String()+" "+b.Name] = b.Addr.String()
+		}
+	}
+	var backendPkts float64
+	reals := l.app.RealStats()
+	if len(reals) != len(l.VIPs)*len(l.Backends) {
+		t.Fatalf("%d reals, want %d", len(reals), len(l.VIPs)*len(l.Backends))
+	}
+	for _, r := range reals {
+		addr := names[r.VIP.String()+" "+r.Backend]
+		labels := fmt.Sprintf(`{backend=%q,vip=%q}`, addr, r.VIP.String())
+		pk, by := got["weir_backend_packets_total"+labels], got["weir_backend_bytes_total"+labels]
+		check("packets of "+labels, pk, float64(r.Packets))
+		check("bytes of "+labels, by, float64(r.Bytes))
+		backendPkts += pk
+		if n := served[r.VIP.Addr.String()+" "+r.Backend]; (n > 0) != (pk > 0) {
+			t.Errorf("%s answered %d connections and was sent %v packets", labels, n, pk)
+		}
+		check("state of "+labels, got[`weir_backend_state{backend="`+addr+`",state="active",vip="`+r.VIP.String()+`"}`], 1)
+		check("next hop of "+labels, got["weir_backend_next_hop_resolved"+labels], 1)
+	}
+	check("backend packets vs forwarded", backendPkts, fwd)
+
+	check("generation", got["weir_snapshot_generation"], float64(l.app.Snapshot().Generation))
+	info := fmt.Sprintf(`weir_afxdp_info{afxdp_mode=%q,interface=%q,xdp_mode=%q}`,
+		afxdpModeLabel(l.app.AFXDPMode()), l.Appliance.NIC.Name, l.app.XDPMode())
+	check(info, got[info], 1)
+	check("unresolved next hops", got["weir_next_hops_unresolved"], 0)
+	for k := range got {
+		if strings.HasPrefix(k, "weir_backend_health") {
+			t.Errorf("health series without a health check: %s", k)
+		}
+	}
+	t.Logf("%d connections: rx %v packets, xdp %+v", conns, rx, st.XDP)
+}
