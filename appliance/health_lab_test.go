@@ -287,7 +287,12 @@ func TestHealthLab(t *testing.T) {
 		// the timeout of the failing probe, and a loaded 2-CPU machine.
 		slack = interval + timeout + time.Second
 	)
-	l, rec := newHealthLab(t, HealthConfig{Type: HealthHTTP, Path: "/", Interval: interval, Timeout: timeout, Rise: rise, Fall: fall})
+	hc := HealthConfig{Type: HealthHTTP, Path: "/", Interval: interval, Timeout: timeout, Rise: rise, Fall: fall}
+	l, rec := newHealthLab(t, hc)
+	desired, _ := dsrModel(l.DSR, []uint32{1})
+	for i := range desired.VIPs {
+		desired.VIPs[i].Health = hc
+	}
 	victim := l.Backends[0]
 	vip := l.VIP4
 	nChecks := len(l.Backends) * len(l.VIPs)
@@ -310,6 +315,14 @@ func TestHealthLab(t *testing.T) {
 		return allStates(backendState(l.app, victim.Name), StateFailed)
 	})
 	t.Logf("%s out %s after its server stopped (fall %d × interval %s)", victim.Name, took.Round(time.Millisecond), fall, interval)
+	// A reload of the same configuration keeps the backend's health: it
+	// stays out, and is not probed afresh as unknown.
+	if err := l.app.Publish(desired); err != nil {
+		t.Fatal(err)
+	}
+	if s := backendState(l.app, victim.Name); !allStates(s, StateFailed) {
+		t.Errorf("after a Publish of the same model, the failed backend is %v", s)
+	}
 	if counts := newConns(t, l.DSR, vip, 40); counts[victim.Name] != 0 {
 		t.Errorf("new connections reached the failed backend: %v", counts)
 	}
