@@ -380,7 +380,10 @@ type applianceSource struct {
 }
 
 func newApplianceSource(a *Appliance) *applianceSource {
-	src := &applianceSource{a: a, iface: a.ifname, afxdp: a.AFXDPMode(), xdpMode: a.XDPMode()}
+	src := &applianceSource{a: a, iface: a.ifname, afxdp: a.AFXDPMode()}
+	if a.attach != nil { // nil once stopped
+		src.xdpMode = a.attach.Mode()
+	}
 	for _, w := range a.workers {
 		src.capacity = append(src.capacity, w.fwd.Flows().Capacity())
 	}
@@ -394,7 +397,11 @@ func (src *applianceSource) metricsSample() metricsSample {
 	s := metricsSample{iface: src.iface, afxdp: src.afxdp, xdpMode: src.xdpMode, capacity: src.capacity}
 	snap := a.snap.Load()
 	for _, w := range a.workers {
-		s.workers = append(s.workers, w.stats())
+		ws := w.stats()
+		// Until its first publish a worker's published stats are all zero,
+		// queue number included.
+		ws.Queue, ws.CPU = w.queue, w.cpu
+		s.workers = append(s.workers, ws)
 	}
 	s.xdp, s.xdpErr = a.redirect.Counters()
 	s.health = a.Health()
