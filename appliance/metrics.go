@@ -1,5 +1,10 @@
 //go:build weirmetrics
 
+// INTEGRATION: the weirmetrics tag keeps the metrics code out of default
+// builds until go.mod requires client_golang's dependencies
+// (prometheus/common, client_model, procfs, ...); drop the tag from every
+// metrics*.go and stats*.go file then.
+
 package appliance
 
 import (
@@ -28,9 +33,9 @@ import (
 // publish (per queue, per real, per drop reason, the flow tables' and the
 // sockets'), the redirect program's per-CPU counters and the current
 // snapshot; the per-packet path never calls the metrics library. It also
-// counts what the process around the appliance reports to it: reload
-// results. One Metrics lives as long as its appliance; its methods are safe
-// for concurrent use.
+// exports the outcomes of the reloads a Reloader applied. One Metrics lives
+// as long as its appliance (a scrape after Stop still answers, without the
+// redirect program's counters); its methods are safe for concurrent use.
 type Metrics struct {
 	src     metricsSource
 	reloads reloadSource // nil: no reload metrics
