@@ -1,5 +1,3 @@
-//go:build weirmetrics
-
 // INTEGRATION: the weirmetrics tag keeps the metrics code out of default
 // builds until go.mod requires client_golang's dependencies
 // (prometheus/common, client_model, procfs, ...); drop the tag from every
