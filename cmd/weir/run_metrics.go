@@ -1,5 +1,3 @@
-//go:build weirmetrics
-
 package main
 
 import (
