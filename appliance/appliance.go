@@ -451,6 +451,7 @@ func (a *Appliance) RealStats() []RealStat {
 		for i := range min(len(ws.Reals), len(sums)) {
 			sums[i].Packets += ws.Reals[i].Packets
 			sums[i].Bytes += ws.Reals[i].Bytes
+			sums[i].NewFlows += ws.Reals[i].NewFlows
 		}
 	}
 	for i := range s.reals {
@@ -458,7 +459,7 @@ func (a *Appliance) RealStats() []RealStat {
 		if r.id == 0 {
 			continue
 		}
-		out = append(out, RealStat{VIP: s.vips[r.vip].VIPKey, Backend: r.name, Packets: sums[i].Packets, Bytes: sums[i].Bytes})
+		out = append(out, RealStat{VIP: s.vips[r.vip].VIPKey, Backend: r.name, Packets: sums[i].Packets, Bytes: sums[i].Bytes, NewFlows: sums[i].NewFlows})
 	}
 	return out
 }
@@ -468,6 +469,7 @@ type RealStat struct {
 	VIP            VIPKey
 	Backend        string
 	Packets, Bytes uint64
+	NewFlows       uint64
 }
 
 // Stop stops the workers, detaches the redirect program, closes every socket

@@ -109,4 +109,5 @@ func (c *Counters) Dropped() uint64 {
 // RealCounters count what one real (VIP, backend pair) was sent.
 type RealCounters struct {
 	Packets, Bytes uint64
+	NewFlows       uint64 // flows Maglev sent to it (flow-table misses that started a flow)
 }

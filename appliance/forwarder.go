@@ -44,6 +44,9 @@ type Forwarder struct {
 	batch  *batchState   // ForwardBatch's
 	c      Counters
 	reals  []RealCounters // indexed by real slot
+	// realIDs[slot] is the real the counters of that slot belong to; a slot
+	// reused for another (VIP, backend) pair starts again from zero.
+	realIDs []uint32
 	ipID   uint16         // outer IPv4 ID for non-DF packets
 }
 
@@ -57,7 +60,7 @@ func NewForwarder(fc flows.Config, maxReals int) (*Forwarder, error) {
 	if maxReals < 1 || maxReals > MaxRealsLimit {
 		return nil, fmt.Errorf("max reals %d out of range 1..%d", maxReals, MaxRealsLimit)
 	}
-	return &Forwarder{flows: t, reals: make([]RealCounters, maxReals), batch: new(batchState)}, nil
+	return &Forwarder{flows: t, reals: make([]RealCounters, maxReals), realIDs: make([]uint32, maxReals), batch: new(batchState)}, nil
 }
 
 // batchState holds what ForwardBatch learns in its first pass.
@@ -69,9 +72,28 @@ type batchState struct {
 // Begin starts a batch: the snapshot and the time (monotonic nanoseconds)
 // hold for every frame until the next Begin. Call it once per batch.
 func (f *Forwarder) Begin(s *Snapshot, now int64) {
-	f.snap = s
+	if s != f.snap {
+		f.adopt(s)
+	}
 	f.now = now
 }
+
+// adopt switches to a new snapshot, resetting the counters of every real
+// slot that now belongs to another pair (or to none). Snapshots of one
+// registry never have fewer slots than earlier ones. It runs once per
+// snapshot, not per packet.
+func (f *Forwarder) adopt(s *Snapshot) {
+	for slot := range min(len(s.reals), len(f.reals)) {
+		if id := s.reals[slot].id; id != f.realIDs[slot] {
+			f.reals[slot] = RealCounters{}
+			f.realIDs[slot] = id
+		}
+	}
+	f.snap = s
+}
+
+// Snapshot returns the snapshot of the current batch.
+func (f *Forwarder) Snapshot() *Snapshot { return f.snap }
 
 // Counters returns the worker's counters. Only the owning goroutine may call
 // it while the worker runs.
@@ -200,6 +222,7 @@ func (f *Forwarder) decide(buf []byte, start, length int, p *packet.Parsed, hash
 		// ICMP errors follow a flow but do not start one.
 		if !p.ICMPError {
 			c.NewFlows++
+			f.reals[id&realSlotMask].NewFlows++
 			if f.flows.Insert(&p.Key, hash, id, f.now) == flows.RateLimited {
 				c.NotRemembered++
 			}

@@ -96,6 +96,8 @@ var (
 		"Packets forwarded to a backend of a VIP (after any encapsulation).", []string{"vip", "backend"}, nil)
 	descBackendBytes = prometheus.NewDesc("weir_backend_bytes_total",
 		"Bytes forwarded to a backend of a VIP, counting the frames as transmitted (outer headers included).", []string{"vip", "backend"}, nil)
+	descBackendNewFlows = prometheus.NewDesc("weir_backend_new_flows_total",
+		"Flows Maglev sent to a backend of a VIP (flow-table misses that started a flow); its rate is the backend's connections per second.", []string{"vip", "backend"}, nil)
 	descBackendInfo = prometheus.NewDesc("weir_backend_info",
 		"Always 1: the configured name of each backend of each VIP.", []string{"vip", "backend", "name"}, nil)
 	descBackendState = prometheus.NewDesc("weir_backend_state",
@@ -206,7 +208,7 @@ const dropTXRingFull = "tx_ring_full"
 // Describe sends every metric description.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		descBackendPackets, descBackendBytes, descBackendInfo, descBackendState, descBackendWeight,
+		descBackendPackets, descBackendBytes, descBackendNewFlows, descBackendInfo, descBackendState, descBackendWeight,
 		descBackendResolved, descHealth, descHealthTransitions, descHealthProbes, descHealthProbeFailures,
 		descHealthRTT, descVIPInfo, descUnresolved, descGeneration, descReloads, descReloadOK,
 		descReloadTime, descInfo, descWorkerCPU, descBatches, descRXPackets, descRXBytes, descTXPackets,
@@ -265,6 +267,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			}
 			counter(descBackendPackets, t.Packets, vip, addr)
 			counter(descBackendBytes, t.Bytes, vip, addr)
+			counter(descBackendNewFlows, t.NewFlows, vip, addr)
 			gauge(descBackendInfo, 1, vip, addr, cmp.Or(b.Name, addr))
 			for st := range BackendState(len(stateNames)) {
 				gauge(descBackendState, one(b.State == st), vip, addr, st.String())
@@ -445,6 +448,7 @@ func realTraffic(snap *Snapshot, workers []WorkerStats) [][]RealCounters {
 				if rs := workers[k].Reals; slot < len(rs) {
 					out[i][j].Packets += rs[slot].Packets
 					out[i][j].Bytes += rs[slot].Bytes
+					out[i][j].NewFlows += rs[slot].NewFlows
 				}
 			}
 		}

@@ -67,7 +67,7 @@ func metricsTestSample() metricsSample {
 		iface: "eth1", afxdp: ring.ModeCopy, xdpMode: firmware.AttachNative,
 		generation: 42,
 		vips:       []VIP{web, dns},
-		traffic:    [][]RealCounters{{{Packets: 600, Bytes: 40000}, {Packets: 300, Bytes: 21000}}, {{Packets: 19, Bytes: 1216}}},
+		traffic:    [][]RealCounters{{{Packets: 600, Bytes: 40000, NewFlows: 31}, {Packets: 300, Bytes: 21000, NewFlows: 17}}, {{Packets: 19, Bytes: 1216, NewFlows: 3}}},
 		workers:    []WorkerStats{w0, w1},
 		capacity:   []int{1024, 2048},
 		xdp:        firmware.RedirectCounters{Redirected: 1020, Passed: 77, DroppedNoSocket: 1, DroppedMalformed: 2, Malformed: 5, ICMPErrors: 6, Fragments: 8},
@@ -144,6 +144,9 @@ func TestMetricsValues(t *testing.T) {
 		`weir_backend_packets_total{backend="10.0.0.2",` + web + `}`:                     300,
 		`weir_backend_bytes_total{backend="10.0.0.2",` + web + `}`:                       21000,
 		`weir_backend_packets_total{backend="fd00::1",` + dns + `}`:                      19,
+		`weir_backend_new_flows_total{backend="10.0.0.1",` + web + `}`:                   31,
+		`weir_backend_new_flows_total{backend="10.0.0.2",` + web + `}`:                   17,
+		`weir_backend_new_flows_total{backend="fd00::1",` + dns + `}`:                    3,
 		`weir_backend_bytes_total{backend="fd00::1",` + dns + `}`:                        1216,
 		`weir_backend_info{backend="10.0.0.1",name="a",` + web + `}`:                     1,
 		`weir_backend_info{backend="10.0.0.2",name="10.0.0.2",` + web + `}`:              1,
@@ -429,7 +432,7 @@ func TestRealTraffic(t *testing.T) {
 	for k := range workers {
 		workers[k].Reals = make([]RealCounters, len(snap.reals))
 		for slot := range snap.reals {
-			workers[k].Reals[slot] = RealCounters{Packets: uint64(100*slot + k + 1), Bytes: uint64(1000*slot + 10*k)}
+			workers[k].Reals[slot] = RealCounters{Packets: uint64(100*slot + k + 1), Bytes: uint64(1000*slot + 10*k), NewFlows: uint64(slot + 3*k)}
 		}
 	}
 	workers[2].Reals = workers[2].Reals[:1] // published before the last slots existed
@@ -443,6 +446,7 @@ func TestRealTraffic(t *testing.T) {
 				c := oracle[r.name]
 				c.Packets += workers[k].Reals[slot].Packets
 				c.Bytes += workers[k].Reals[slot].Bytes
+				c.NewFlows += workers[k].Reals[slot].NewFlows
 				oracle[r.name] = c
 			}
 		}

@@ -182,8 +182,10 @@ func (w *worker) run(ctx context.Context) error {
 // publish copies the worker's counters where other goroutines can read them.
 // It runs on the worker's goroutine, at most every publishInterval.
 func (w *worker) publish() {
+	// The counters belong to the snapshot of the last batch, not to one
+	// published since.
 	reals := 0
-	if s := w.snap.Load(); s != nil {
+	if s := w.fwd.Snapshot(); s != nil {
 		reals = len(s.reals)
 	}
 	st, _ := w.sock.Stats()
