@@ -175,7 +175,7 @@ func startDaemon(cfg *appliance.Config, opts daemonOptions) (_ *daemon, err erro
 	}()
 	d.reloader = appliance.NewReloader(d.app, cfg, d.log)
 	if err := enter(d.startMetrics); err != nil {
-		return nil, fmt.Errorf("metrics endpoint %s: %w", cfg.Metrics.Listen, err)
+		return nil, fmt.Errorf("%w (set [metrics] listen to a free address, or to \"\" to serve no endpoint)", err)
 	}
 	if opts.statusFile != "" {
 		if d.status, err = newStatusWriter(opts.statusFile, cfg.Path); err != nil {
@@ -192,8 +192,9 @@ func startDaemon(cfg *appliance.Config, opts daemonOptions) (_ *daemon, err erro
 		}
 	}
 	_, _, mac := d.app.Interface()
-	d.log.Info("running", "generation", d.app.Snapshot().Generation, "mac", mac.String(), "pid", os.Getpid())
-	opts.notify.send("READY=1\nSTATUS=forwarding, generation " + fmt.Sprint(d.app.Snapshot().Generation) + fmt.Sprintf("\nMAINPID=%d", os.Getpid()))
+	gen := d.app.Snapshot().Generation
+	d.log.Info("running", "generation", gen, "mac", mac.String(), "pid", os.Getpid())
+	opts.notify.send(fmt.Sprintf("READY=1\nSTATUS=forwarding, generation %d\nMAINPID=%d", gen, os.Getpid()))
 	return d, nil
 }
 
