@@ -131,12 +131,16 @@ type Appliance struct {
 // the program and starts the health checks of m's VIPs (backends count as
 // up until their checks say otherwise). On failure everything set up so far
 // is undone.
-func Start(opts Options, m Model) (a *Appliance, err error) {
-	a = &Appliance{opts: opts, log: cmp.Or(opts.Logger, slog.Default()), vips: make(map[firmware.VIP]bool)}
+func Start(opts Options, m Model) (_ *Appliance, err error) {
+	// The result is unnamed: `return nil, err` must not clear a before the
+	// deferred teardown uses it.
+	a := &Appliance{opts: opts, log: cmp.Or(opts.Logger, slog.Default()), vips: make(map[firmware.VIP]bool)}
 	defer func() {
 		if err != nil {
+			if a.cancel != nil {
+				a.cancel()
+			}
 			a.teardown()
-			a = nil
 		}
 	}()
 	if err := umem.RaiseMemlock(); err != nil {
@@ -342,6 +346,11 @@ func (a *Appliance) Publish(m Model) error {
 	}
 	if err := validateModel(m); err != nil { // a bad model changes nothing
 		return err
+	}
+	if m.FlowSeed != a.desired.FlowSeed {
+		// Flow tables find entries by the seeded hash: a new seed would
+		// orphan every established flow.
+		return errors.New("the flow seed cannot change while weir runs: restart to change it")
 	}
 	effective := m.clone()
 	a.health.apply(&effective)

@@ -47,7 +47,7 @@ type Forwarder struct {
 	// realIDs[slot] is the real the counters of that slot belong to; a slot
 	// reused for another (VIP, backend) pair starts again from zero.
 	realIDs []uint32
-	ipID   uint16         // outer IPv4 ID for non-DF packets
+	ipID    uint16 // outer IPv4 ID for non-DF packets
 }
 
 // NewForwarder returns a forwarder with a flow table built from fc and
