@@ -409,10 +409,13 @@ func summariseFull(res *E2EResult, weir, ref []E2ERun) {
 }
 
 // search bisects towards the highest offered rate whose loss stays below
-// the target. The first probe is just below the full-rate throughput,
-// where the answer usually is.
+// the target. The first probe is just below the full-rate throughput, where
+// the answer usually is; while no probe has failed, a passing one doubles
+// the ceiling (a forwarder may carry more below saturation than at full
+// load, where it also pays for what it drops).
 type search struct {
-	lo, hi float64 // lo passed (0: nothing yet); hi failed or is the assumed ceiling
+	lo, hi float64 // lo passed (0: nothing yet); hi failed, or is a guess while !failed
+	failed bool
 	steps  int
 	best   *E2ERun
 }
@@ -430,15 +433,18 @@ func (s *search) next() float64 {
 
 func (s *search) record(r E2ERun, target float64) {
 	s.steps++
-	if r.Loss < target {
-		s.lo = r.TargetMpps
-		if s.best == nil || r.OfferedMpps > s.best.OfferedMpps {
-			best := r
-			s.best = &best
-		}
+	if r.Loss >= target {
+		s.hi, s.failed = r.TargetMpps, true
 		return
 	}
-	s.hi = r.TargetMpps
+	s.lo = max(s.lo, r.TargetMpps)
+	if !s.failed {
+		s.hi = max(s.hi, 2*r.TargetMpps)
+	}
+	if s.best == nil || r.OfferedMpps > s.best.OfferedMpps {
+		best := r
+		s.best = &best
+	}
 }
 
 // autoLoads spreads offered loads over the range up to ceiling Mpps, in

@@ -57,4 +57,19 @@ func TestSearch(t *testing.T) {
 	if s.best == nil || s.best.TargetMpps > 0.6 || s.best.TargetMpps < 0.59 {
 		t.Fatalf("search settled on %+v", s.best)
 	}
+
+	// A system that carries more than its full-rate throughput: the
+	// ceiling grows until a probe fails.
+	s = newSearch(1)
+	for range 10 {
+		target := s.next()
+		loss := 0.0
+		if target > 2.5 {
+			loss = 0.01
+		}
+		s.record(E2ERun{TargetMpps: target, OfferedMpps: target, Loss: loss}, 0.001)
+	}
+	if s.best == nil || s.best.TargetMpps > 2.5 || s.best.TargetMpps < 2.4 {
+		t.Fatalf("search above the full-rate throughput settled on %+v", s.best)
+	}
 }
