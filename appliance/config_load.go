@@ -1,7 +1,6 @@
 package appliance
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/weirlb/weir/flows"
 	"github.com/weirlb/weir/hashing"
+	"github.com/weirlb/weir/internal/tomlpos"
 	"github.com/weirlb/weir/packet"
 	"github.com/weirlb/weir/umem"
 )
@@ -27,7 +27,7 @@ import (
 // its first type error and cannot say where a value it accepted sits.
 type loader struct {
 	file   string
-	pos    map[string]keyPos
+	pos    tomlpos.Positions
 	cpus   []int // CPUs this process may run on
 	probs  []Problem
 	schema map[string]bool // every key the schema asked for, without indexes (for tests)
@@ -52,7 +52,7 @@ func (l *loader) load(data []byte) *Config {
 		l.syntax(data, err)
 		return &c
 	}
-	l.pos = scanPositions(data)
+	l.pos = tomlpos.Scan(data)
 	root := &table{m: doc}
 	l.appliance(l.sub(root, "appliance"), &c.Appliance)
 	l.flows(l.sub(root, "flows"), &c.Flows)
@@ -66,55 +66,28 @@ func (l *loader) load(data []byte) *Config {
 	return &c
 }
 
-// syntax turns a decoder error into a problem. The decoder's column is
-// wrong for errors at the start of a line, so it is recomputed from the
-// byte offset.
+// syntax turns a decoder error into a problem.
 func (l *loader) syntax(data []byte, err error) {
-	var pe toml.ParseError
-	if !errors.As(err, &pe) {
+	msg, at, ok := tomlpos.ParseError(data, err)
+	if !ok {
 		l.probs = append(l.probs, Problem{File: l.file, Msg: err.Error()})
 		return
 	}
-	p := Problem{File: l.file, Line: pe.Position.Line, Col: pe.Position.Col, Msg: pe.Message}
-	if s := pe.Position.Start; s >= 0 && s <= len(data) && pe.Position.Line > 0 {
-		p.Line = 1 + strings.Count(string(data[:s]), "\n")
-		p.Col = s - strings.LastIndexByte(string(data[:s]), '\n')
-	}
-	l.probs = append(l.probs, p)
+	l.probs = append(l.probs, Problem{File: l.file, Line: at.Line, Col: at.Col, Msg: msg})
 }
 
-// where returns the position of the value at path if known, else of its
-// key, else of the closest enclosing table or array element that has one
-// (a missing key is reported where its table starts).
-func (l *loader) where(path string, atKey bool) textPos {
-	for path != "" {
-		e := l.pos[path]
-		if !atKey && e.val != (textPos{}) {
-			return e.val
-		}
-		if e.key != (textPos{}) {
-			return e.key
-		}
-		if e.val != (textPos{}) {
-			return e.val
-		}
-		path = path[:max(strings.LastIndexAny(path, ".["), 0)]
-	}
-	return textPos{}
-}
-
-func (l *loader) add(path string, at textPos, format string, args ...any) {
-	l.probs = append(l.probs, Problem{File: l.file, Line: at.line, Col: at.col, Key: path, Msg: fmt.Sprintf(format, args...)})
+func (l *loader) add(path string, at tomlpos.Pos, format string, args ...any) {
+	l.probs = append(l.probs, Problem{File: l.file, Line: at.Line, Col: at.Col, Key: path, Msg: fmt.Sprintf(format, args...)})
 }
 
 // bad reports a problem with the value at path.
 func (l *loader) bad(path string, format string, args ...any) {
-	l.add(path, l.where(path, false), format, args...)
+	l.add(path, l.pos.Value(path), format, args...)
 }
 
 // badKey reports a problem with the key at path (unknown, misplaced).
 func (l *loader) badKey(path string, format string, args ...any) {
-	l.add(path, l.where(path, true), format, args...)
+	l.add(path, l.pos.Key(path), format, args...)
 }
 
 // missing reports a required key absent from t, at t's header if it has one.
@@ -122,14 +95,14 @@ func (l *loader) missing(t *table, key, format string, args ...any) {
 	if t.broken {
 		return
 	}
-	l.add(keyPath(t.path, key), l.where(t.path, true), format, args...)
+	l.add(tomlpos.Join(t.path, key), l.pos.Key(t.path), format, args...)
 }
 
 // get looks key up in t and records it as known.
 func (l *loader) get(t *table, key string) (v any, path string, ok bool) {
 	t.known = append(t.known, key)
-	path = keyPath(t.path, key)
-	l.schema[genericPath(path)] = true
+	path = tomlpos.Join(t.path, key)
+	l.schema[tomlpos.Generic(path)] = true
 	v, ok = t.m[key]
 	return v, path, ok
 }
@@ -148,7 +121,7 @@ func (l *loader) sub(t *table, key string) *table {
 	}
 	m, isMap := v.(map[string]any)
 	if !isMap {
-		l.bad(path, "must be a table, not %s", typeName(v))
+		l.bad(path, "must be a table, not %s", tomlpos.TypeName(v))
 		sub.broken = true
 		return sub
 	}
@@ -166,19 +139,19 @@ func (l *loader) tables(t *table, key string) []*table {
 	switch v := v.(type) {
 	case []map[string]any:
 		for i, m := range v {
-			out = append(out, &table{path: indexPath(path, i), m: m})
+			out = append(out, &table{path: tomlpos.Index(path, i), m: m})
 		}
 	case []any:
 		for i, e := range v {
 			m, isMap := e.(map[string]any)
 			if !isMap {
-				l.bad(indexPath(path, i), "must be a table, not %s", typeName(e))
+				l.bad(tomlpos.Index(path, i), "must be a table, not %s", tomlpos.TypeName(e))
 				continue
 			}
-			out = append(out, &table{path: indexPath(path, i), m: m})
+			out = append(out, &table{path: tomlpos.Index(path, i), m: m})
 		}
 	default:
-		l.bad(path, "must be an array of tables ([[%s]]), not %s", genericPath(path), typeName(v))
+		l.bad(path, "must be an array of tables ([[%s]]), not %s", tomlpos.Generic(path), tomlpos.TypeName(v))
 	}
 	return out
 }
@@ -201,7 +174,7 @@ func (l *loader) done(t *table) {
 		case []map[string]any:
 			what = "array of tables"
 		}
-		path := keyPath(t.path, k)
+		path := tomlpos.Join(t.path, k)
 		if s := suggest(k, t.known); s != "" {
 			l.badKey(path, "unknown %s (did you mean %q?)", what, s)
 		} else {
@@ -217,7 +190,7 @@ func (l *loader) str(t *table, key string, dst *string) bool {
 	}
 	s, isStr := v.(string)
 	if !isStr {
-		l.bad(path, "must be a string, not %s", typeName(v))
+		l.bad(path, "must be a string, not %s", tomlpos.TypeName(v))
 		return false
 	}
 	*dst = s
@@ -231,7 +204,7 @@ func (l *loader) boolean(t *table, key string, dst *bool) bool {
 	}
 	b, isBool := v.(bool)
 	if !isBool {
-		l.bad(path, "must be true or false, not %s", typeName(v))
+		l.bad(path, "must be true or false, not %s", tomlpos.TypeName(v))
 		return false
 	}
 	*dst = b
@@ -246,7 +219,7 @@ func integer[T ~int | ~int64 | ~uint16 | ~uint32 | ~uint64](l *loader, t *table,
 	}
 	n, isInt := v.(int64)
 	if !isInt {
-		l.bad(path, "must be an integer, not %s", typeName(v))
+		l.bad(path, "must be an integer, not %s", tomlpos.TypeName(v))
 		return false
 	}
 	if n < lo || n > hi {
@@ -263,7 +236,7 @@ func (l *loader) duration(t *table, key string, lo, hi time.Duration, dst *time.
 	if !l.str(t, key, &s) {
 		return false
 	}
-	path := keyPath(t.path, key)
+	path := tomlpos.Join(t.path, key)
 	d, err := time.ParseDuration(s)
 	if err != nil {
 		l.bad(path, "%q is not a duration: write it like \"30s\", \"15m\" or \"1h30m\"", s)
@@ -284,7 +257,7 @@ func (l *loader) enum(t *table, key string, dst *string, names ...string) bool {
 		return false
 	}
 	if !slices.Contains(names, s) {
-		l.bad(keyPath(t.path, key), "%q is not one of %s", s, orList(names))
+		l.bad(tomlpos.Join(t.path, key), "%q is not one of %s", s, orList(names))
 		return false
 	}
 	*dst = s
@@ -298,7 +271,7 @@ func (l *loader) addr(t *table, key string, dst *netip.Addr) bool {
 	if !l.str(t, key, &s) {
 		return false
 	}
-	path := keyPath(t.path, key)
+	path := tomlpos.Join(t.path, key)
 	a, err := netip.ParseAddr(s)
 	switch {
 	case err != nil:
@@ -321,7 +294,7 @@ func (l *loader) appliance(t *table, a *ApplianceConfig) {
 	}
 	if l.str(t, "interface", &a.Interface) {
 		if err := checkIfName(a.Interface); err != nil {
-			l.bad(keyPath(t.path, "interface"), "%v", err)
+			l.bad(tomlpos.Join(t.path, "interface"), "%v", err)
 		}
 	}
 	integer(l, t, "queues", 0, cfgMaxQueues, &a.Queues)
@@ -333,7 +306,7 @@ func (l *loader) appliance(t *table, a *ApplianceConfig) {
 	if l.enum(t, "zero_copy", &s, string(ZeroCopyAuto), string(ZeroCopyRequire), string(ZeroCopyNever)) {
 		a.ZeroCopy = ZeroCopy(s)
 		if a.ZeroCopy == ZeroCopyRequire && a.XDPMode == XDPGeneric {
-			l.bad(keyPath(t.path, "zero_copy"), `"require" cannot be met with xdp_mode = "generic": zero-copy needs the driver (native) mode`)
+			l.bad(tomlpos.Join(t.path, "zero_copy"), `"require" cannot be met with xdp_mode = "generic": zero-copy needs the driver (native) mode`)
 		}
 	}
 	// frameOK and ringOK say whether checks against these sizes mean
@@ -346,22 +319,22 @@ func (l *loader) appliance(t *table, a *ApplianceConfig) {
 		if frameOK {
 			a.FrameSize = uint32(frame)
 		} else {
-			l.bad(keyPath(t.path, "frame_size"), "%d: must be 2048 or 4096", frame)
+			l.bad(tomlpos.Join(t.path, "frame_size"), "%d: must be 2048 or 4096", frame)
 		}
 	}
 	ringOK := !t.has("ring_size")
 	if integer(l, t, "ring_size", cfgMinRingSize, cfgMaxRingSize, &a.RingSize) {
 		ringOK = isPow2(uint64(a.RingSize))
 		if !ringOK {
-			l.bad(keyPath(t.path, "ring_size"), "%d is not a power of two", a.RingSize)
+			l.bad(tomlpos.Join(t.path, "ring_size"), "%d is not a power of two", a.RingSize)
 		}
 	}
 	if integer(l, t, "frames_per_queue", cfgMinFramesPerQueue, cfgMaxFramesPerQueue, &a.FramesPerQueue) {
 		switch {
 		case !isPow2(uint64(a.FramesPerQueue)):
-			l.bad(keyPath(t.path, "frames_per_queue"), "%d is not a power of two", a.FramesPerQueue)
+			l.bad(tomlpos.Join(t.path, "frames_per_queue"), "%d is not a power of two", a.FramesPerQueue)
 		case ringOK && a.FramesPerQueue < 2*a.RingSize:
-			l.bad(keyPath(t.path, "frames_per_queue"), "%d is less than twice ring_size (%d): the fill and RX rings alone can hold %d frames, so use at least %d",
+			l.bad(tomlpos.Join(t.path, "frames_per_queue"), "%d is less than twice ring_size (%d): the fill and RX rings alone can hold %d frames, so use at least %d",
 				a.FramesPerQueue, a.RingSize, 2*a.RingSize, 2*a.RingSize)
 		}
 	}
@@ -369,24 +342,24 @@ func (l *loader) appliance(t *table, a *ApplianceConfig) {
 		room := int64(a.FrameSize) - int64(a.Headroom) - umem.KernelHeadroom
 		switch {
 		case a.Headroom >= a.FrameSize/2:
-			l.bad(keyPath(t.path, "headroom"), "%d must be less than half of frame_size (%d)", a.Headroom, a.FrameSize)
+			l.bad(tomlpos.Join(t.path, "headroom"), "%d must be less than half of frame_size (%d)", a.Headroom, a.FrameSize)
 		case room < umem.MinPacketRoom:
-			l.bad(keyPath(t.path, "headroom"), "%d leaves %d bytes of a %d-byte frame for the packet (the kernel keeps %d), need %d: lower headroom or use frame_size = 4096",
+			l.bad(tomlpos.Join(t.path, "headroom"), "%d leaves %d bytes of a %d-byte frame for the packet (the kernel keeps %d), need %d: lower headroom or use frame_size = 4096",
 				a.Headroom, room, a.FrameSize, umem.KernelHeadroom, umem.MinPacketRoom)
 		}
 	}
 	if integer(l, t, "batch_size", 1, cfgMaxBatchSize, &a.BatchSize) && ringOK && uint32(a.BatchSize) > a.RingSize {
-		l.bad(keyPath(t.path, "batch_size"), "%d is larger than ring_size (%d)", a.BatchSize, a.RingSize)
+		l.bad(tomlpos.Join(t.path, "batch_size"), "%d is larger than ring_size (%d)", a.BatchSize, a.RingSize)
 	}
 	if l.addr(t, "local_ipv4", &a.LocalIPv4) {
 		if err := checkUnicast(a.LocalIPv4, 4); err != nil {
-			l.bad(keyPath(t.path, "local_ipv4"), "%v", err)
+			l.bad(tomlpos.Join(t.path, "local_ipv4"), "%v", err)
 			a.LocalIPv4 = netip.Addr{}
 		}
 	}
 	if l.addr(t, "local_ipv6", &a.LocalIPv6) {
 		if err := checkUnicast(a.LocalIPv6, 6); err != nil {
-			l.bad(keyPath(t.path, "local_ipv6"), "%v", err)
+			l.bad(tomlpos.Join(t.path, "local_ipv6"), "%v", err)
 			a.LocalIPv6 = netip.Addr{}
 		}
 	}
@@ -404,17 +377,17 @@ func (l *loader) cpuList(t *table, a *ApplianceConfig) {
 	}
 	list, isList := v.([]any)
 	if !isList {
-		l.bad(path, "must be an array of CPU numbers, not %s", typeName(v))
+		l.bad(path, "must be an array of CPU numbers, not %s", tomlpos.TypeName(v))
 		return
 	}
 	seen := make(map[int64]int)
 	good := true
 	for i, e := range list {
-		ep := indexPath(path, i)
+		ep := tomlpos.Index(path, i)
 		n, isInt := e.(int64)
 		switch {
 		case !isInt:
-			l.bad(ep, "must be a CPU number, not %s", typeName(e))
+			l.bad(ep, "must be a CPU number, not %s", tomlpos.TypeName(e))
 		case !slices.Contains(l.cpus, int(n)):
 			l.bad(ep, "CPU %d is not available to weir (it may use %s)", n, cpuRanges(l.cpus))
 		case seen[n] > 0:
@@ -459,7 +432,7 @@ func (l *loader) flowSeed(t *table, a *ApplianceConfig) {
 		}
 		seed = uint64(v)
 	default:
-		l.bad(path, "must be a hex string like \"0x5eed1234abcd0001\", not %s", typeName(v))
+		l.bad(path, "must be a hex string like \"0x5eed1234abcd0001\", not %s", tomlpos.TypeName(v))
 		return
 	}
 	if seed == 0 {
@@ -479,9 +452,9 @@ func (l *loader) flows(t *table, f *flows.Config) {
 	if rateOK && burstOK {
 		switch {
 		case f.NewFlowsPerSecond > 0 && f.NewFlowBurst == 0:
-			l.bad(keyPath(t.path, "new_flow_burst"), "must be at least 1 when new_flows_per_second is set (one second's worth, %d, is a good start)", f.NewFlowsPerSecond)
+			l.bad(tomlpos.Join(t.path, "new_flow_burst"), "must be at least 1 when new_flows_per_second is set (one second's worth, %d, is a good start)", f.NewFlowsPerSecond)
 		case f.NewFlowsPerSecond == 0 && f.NewFlowBurst > 0:
-			l.bad(keyPath(t.path, "new_flow_burst"), "%d with new_flows_per_second = 0 (unlimited): set a rate or leave the burst out", f.NewFlowBurst)
+			l.bad(tomlpos.Join(t.path, "new_flow_burst"), "%d with new_flows_per_second = 0 (unlimited): set a rate or leave the burst out", f.NewFlowBurst)
 		}
 	}
 	l.done(t)
@@ -490,7 +463,7 @@ func (l *loader) flows(t *table, f *flows.Config) {
 func (l *loader) metrics(t *table, m *MetricsConfig) {
 	if l.str(t, "listen", &m.Listen) && m.Listen != "" {
 		if err := checkListen(m.Listen); err != nil {
-			l.bad(keyPath(t.path, "listen"), "%v", err)
+			l.bad(tomlpos.Join(t.path, "listen"), "%v", err)
 		}
 	}
 	l.done(t)
@@ -509,7 +482,7 @@ func (l *loader) log(t *table, lc *LogConfig) {
 
 func (l *loader) vip(t *table, a *ApplianceConfig) VIPConfig {
 	v := defaultVIP()
-	at := func(key string) string { return keyPath(t.path, key) }
+	at := func(key string) string { return tomlpos.Join(t.path, key) }
 
 	if !t.has("name") {
 		l.missing(t, "name", `required: a short name for logs and metrics, like name = "web"`)
@@ -622,7 +595,7 @@ func (l *loader) health(t *table, v *VIPConfig, allPorts bool) {
 	integer(l, t, "port", 0, math.MaxUint16, &h.Port)
 	if l.str(t, "path", &h.Path) {
 		if !strings.HasPrefix(h.Path, "/") || strings.IndexFunc(h.Path, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
-			l.bad(keyPath(t.path, "path"), "%q must start with / and hold no spaces", h.Path)
+			l.bad(tomlpos.Join(t.path, "path"), "%q must start with / and hold no spaces", h.Path)
 		}
 	}
 	integer(l, t, "expect_status", 100, 599, &h.ExpectStatus)
@@ -634,7 +607,7 @@ func (l *loader) health(t *table, v *VIPConfig, allPorts bool) {
 		timeoutOK = true
 	}
 	if intervalOK && timeoutOK && h.Timeout > h.Interval {
-		l.bad(keyPath(t.path, "timeout"), "%s is longer than interval (%s): a probe must end before the next starts",
+		l.bad(tomlpos.Join(t.path, "timeout"), "%s is longer than interval (%s): a probe must end before the next starts",
 			fmtDuration(h.Timeout), fmtDuration(h.Interval))
 	}
 	integer(l, t, "rise", 1, cfgMaxRiseFall, &h.Rise)
@@ -649,7 +622,7 @@ func (l *loader) health(t *table, v *VIPConfig, allPorts bool) {
 	}
 	for _, k := range notFor {
 		if t.has(k) {
-			l.badKey(keyPath(t.path, k), "does not apply to a %q health check", h.Type)
+			l.badKey(tomlpos.Join(t.path, k), "does not apply to a %q health check", h.Type)
 		}
 	}
 	if h.Type != HealthNone && allPorts && h.Port == 0 && !t.has("port") {
@@ -665,13 +638,13 @@ func (l *loader) backend(t *table) Backend {
 	}
 	if l.addr(t, "address", &b.Addr) {
 		if err := checkUnicast(b.Addr, 0); err != nil {
-			l.bad(keyPath(t.path, "address"), "%v", err)
+			l.bad(tomlpos.Join(t.path, "address"), "%v", err)
 			b.Addr = netip.Addr{}
 		}
 	}
 	if l.str(t, "name", &b.Name) {
 		if b.Name == "" || len(b.Name) > 253 || strings.IndexFunc(b.Name, unicode.IsControl) >= 0 {
-			l.bad(keyPath(t.path, "name"), "must be 1 to 253 printable characters")
+			l.bad(tomlpos.Join(t.path, "name"), "must be 1 to 253 printable characters")
 		}
 	} else if b.Addr.IsValid() {
 		b.Name = b.Addr.String()
@@ -684,7 +657,7 @@ func (l *loader) backend(t *table) Backend {
 	if l.str(t, "mac", &s) {
 		m, err := parseUnicastMAC(s)
 		if err != nil {
-			l.bad(keyPath(t.path, "mac"), "%v", err)
+			l.bad(tomlpos.Join(t.path, "mac"), "%v", err)
 		}
 		b.MAC = m
 	}
@@ -696,8 +669,8 @@ func (l *loader) backend(t *table) Backend {
 // backends, address families against the mode, the MTU, the table size.
 // Checks that depend on the mode are skipped when the mode itself is wrong.
 func (l *loader) crossBackends(t *table, v *VIPConfig, a *ApplianceConfig, modeOK bool) {
-	at := func(key string) string { return keyPath(t.path, key) }
-	bpath := func(i int, key string) string { return keyPath(indexPath(at("backend"), i), key) }
+	at := func(key string) string { return tomlpos.Join(t.path, key) }
+	bpath := func(i int, key string) string { return tomlpos.Join(tomlpos.Index(at("backend"), i), key) }
 	addrs := make(map[netip.Addr]int)
 	names := make(map[string]int)
 	var need4, need6 []int // backends that lack a local address of their family
@@ -767,10 +740,10 @@ func (l *loader) crossVIPs(c *Config) {
 	keys := make(map[VIPKey]int)
 	names := make(map[string]int)
 	for i, v := range c.VIPs {
-		path := indexPath("vip", i)
+		path := tomlpos.Index("vip", i)
 		if v.Name != "" {
 			if j, dup := names[v.Name]; dup {
-				l.bad(keyPath(path, "name"), "%q is already the name of vip[%d]", v.Name, j)
+				l.bad(tomlpos.Join(path, "name"), "%q is already the name of vip[%d]", v.Name, j)
 			}
 			names[v.Name] = i
 		}
@@ -778,7 +751,7 @@ func (l *loader) crossVIPs(c *Config) {
 			continue
 		}
 		if j, dup := keys[v.VIPKey]; dup {
-			l.bad(keyPath(path, "address"), "vip %s is already defined by vip[%d] (%q): each address, protocol and port may appear once",
+			l.bad(tomlpos.Join(path, "address"), "vip %s is already defined by vip[%d] (%q): each address, protocol and port may appear once",
 				v.VIPKey, j, c.VIPs[j].Name)
 			continue
 		}
@@ -867,26 +840,6 @@ func checkListen(s string) error {
 	return nil
 }
 
-func typeName(v any) string {
-	switch v.(type) {
-	case string:
-		return "a string"
-	case int64:
-		return "an integer"
-	case float64:
-		return "a float"
-	case bool:
-		return "a boolean"
-	case time.Time:
-		return "a date or time"
-	case []any, []map[string]any:
-		return "an array"
-	case map[string]any:
-		return "a table"
-	}
-	return fmt.Sprintf("%T", v)
-}
-
 func familyName(a netip.Addr) string {
 	if a.Is4() {
 		return "IPv4"
@@ -939,35 +892,6 @@ func fmtDuration(d time.Duration) string {
 		s = s[:len(s)-2]
 	}
 	return s
-}
-
-// genericPath removes array indexes: vip[0].backend[1].mac → vip.backend.mac.
-func genericPath(path string) string {
-	var b strings.Builder
-	quoted := false
-	for i := 0; i < len(path); i++ {
-		c := path[i]
-		switch {
-		case quoted:
-			b.WriteByte(c)
-			if c == '\\' && i+1 < len(path) {
-				i++
-				b.WriteByte(path[i])
-			} else if c == '"' {
-				quoted = false
-			}
-		case c == '"':
-			quoted = true
-			b.WriteByte(c)
-		case c == '[':
-			if j := strings.IndexByte(path[i:], ']'); j > 0 {
-				i += j
-			}
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
 }
 
 // suggest returns the known key closest to an unknown one, if it is close

@@ -17,10 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/BurntSushi/toml"
-
 	"github.com/weirlb/weir/flows"
 	"github.com/weirlb/weir/hashing"
+	"github.com/weirlb/weir/internal/tomlpos"
 	"github.com/weirlb/weir/packet"
 )
 
@@ -417,9 +416,9 @@ func TestFullConfig(t *testing.T) {
 	// exactly the keys in the file.
 	asked := schemaKeys(data)
 	inFile := make(map[string]bool)
-	for p := range scanPositions(data) {
+	for p := range tomlpos.Scan(data) {
 		if !strings.HasSuffix(p, "]") { // array elements are not keys
-			inFile[genericPath(p)] = true
+			inFile[tomlpos.Generic(p)] = true
 		}
 	}
 	if !reflect.DeepEqual(asked, inFile) {
@@ -439,15 +438,15 @@ func TestEveryKeyHasAnEffect(t *testing.T) {
 	}
 	lines := strings.Split(string(data), "\n")
 	n := 0
-	for key, at := range scanPositions(data) {
-		if at.key == (textPos{}) || at.val == (textPos{}) {
+	for key, at := range tomlpos.Scan(data) {
+		if at.Key == (tomlpos.Pos{}) || at.Val == (tomlpos.Pos{}) {
 			continue // a table header or an array element
 		}
 		n++
-		cut := slices.Concat(lines[:at.key.line-1], lines[at.key.line:])
+		cut := slices.Concat(lines[:at.Key.Line-1], lines[at.Key.Line:])
 		cfg, err := parseConfig(path, []byte(strings.Join(cut, "\n")), testCPUs)
 		if err == nil && reflect.DeepEqual(cfg, full) {
-			t.Errorf("%s (line %d) has no effect", key, at.key.line)
+			t.Errorf("%s (line %d) has no effect", key, at.Key.Line)
 		}
 	}
 	if n < 50 {
@@ -499,7 +498,7 @@ func TestExampleConfig(t *testing.T) {
 			table = m[1]
 			documented[table] = true
 		} else if m := keyLine.FindStringSubmatch(sc.Text()); m != nil {
-			documented[keyPath(table, m[1])] = true
+			documented[tomlpos.Join(table, m[1])] = true
 		}
 	}
 	for k := range schemaKeys(mustRead(t, filepath.Join("testdata", "config", "good", "full.toml"))) {
@@ -668,84 +667,9 @@ func TestCPURanges(t *testing.T) {
 	}
 }
 
-const trickyTOML = "# positions in awkward places\r\n" + `
-"quoted.key" = 1
-a.b . c = "x # not a comment"   # a comment
-ml = """
-one "" two
-"""
-lit = '''
-[not.a.table]
-'''
-arr = [
-  1, # one
-  [2, 3],
-  { k = "v" },
-]
-when = 1979-05-27 07:32:00
-[t]
-x = { y.z = 'q', w = [ {u = 1}, {u = 2} ] }
-[[aot]]
-n = 1
-[[aot.sub]]
-m = 1
-[aot.tab]
-p = 1
-[[aot]]
-n = 2
-[[aot.sub]]
-m = 2
-[[aot.sub]]
-m = 3
-[ t . deep ]
-"esc\u0041ped" = true
-`
-
-func TestScanPositions(t *testing.T) {
-	var doc map[string]any
-	if _, err := toml.Decode(trickyTOML, &doc); err != nil {
-		t.Fatal(err)
-	}
-	pos := scanPositions([]byte(trickyTOML))
-	for _, tc := range []struct {
-		path     string
-		key, val textPos
-	}{
-		{`"quoted.key"`, textPos{3, 1}, textPos{3, 16}},
-		{"a", textPos{4, 1}, textPos{}},
-		{"a.b.c", textPos{4, 7}, textPos{4, 11}},
-		{"ml", textPos{5, 1}, textPos{5, 6}},
-		{"lit", textPos{8, 1}, textPos{8, 7}},
-		{"arr", textPos{11, 1}, textPos{11, 7}},
-		{"arr[0]", textPos{}, textPos{12, 3}},
-		{"arr[1][1]", textPos{}, textPos{13, 7}},
-		{"arr[2].k", textPos{14, 5}, textPos{14, 9}},
-		{"when", textPos{16, 1}, textPos{16, 8}},
-		{"t", textPos{17, 2}, textPos{}},
-		{"t.x.y.z", textPos{18, 9}, textPos{18, 13}},
-		{"t.x.w[1].u", textPos{18, 34}, textPos{18, 38}},
-		{"aot[0]", textPos{19, 3}, textPos{}},
-		{"aot[0].n", textPos{20, 1}, textPos{20, 5}},
-		{"aot[0].sub[0].m", textPos{22, 1}, textPos{22, 5}},
-		{"aot[0].tab.p", textPos{24, 1}, textPos{24, 5}},
-		{"aot[1]", textPos{25, 3}, textPos{}},
-		{"aot[1].sub[1].m", textPos{30, 1}, textPos{30, 5}},
-		{"t.deep", textPos{31, 7}, textPos{}},
-		{`t.deep.escAped`, textPos{32, 1}, textPos{32, 18}},
-	} {
-		if got := pos[tc.path]; got != (keyPos{tc.key, tc.val}) {
-			t.Errorf("%s: got %+v, want key %+v val %+v", tc.path, got, tc.key, tc.val)
-		}
-	}
-	if _, ok := pos["not.a.table"]; ok {
-		t.Error("a table header inside a multi-line string was scanned")
-	}
-}
-
-// For any document the decoder accepts, the scan finds every key the
-// decoder found, and never hangs or panics.
-func FuzzScanPositions(f *testing.F) {
-	f.Add(trickyTOML)
+// Loading never panics, whatever the document holds. (That the scan finds
+// every key the decoder finds is internal/tomlpos's FuzzScan.)
+func FuzzParseConfig(f *testing.F) {
 	seeds, _ := filepath.Glob(filepath.Join("testdata", "config", "*", "*.toml"))
 	seeds = append(seeds, filepath.Join("..", "appliance.toml"))
 	for _, s := range seeds {
@@ -756,26 +680,6 @@ func FuzzScanPositions(f *testing.F) {
 		f.Add(string(data))
 	}
 	f.Fuzz(func(t *testing.T, doc string) {
-		var m map[string]any
-		md, err := toml.Decode(doc, &m)
-		pos := scanPositions([]byte(doc))
-		if err != nil {
-			return
-		}
-		found := make(map[string]bool)
-		for p := range pos {
-			found[genericPath(p)] = true
-		}
-		for _, k := range md.Keys() {
-			path := ""
-			for _, seg := range k {
-				path = keyPath(path, seg)
-			}
-			if !found[path] {
-				t.Fatalf("key %s not found by the scan (found %v)", path, slices.Sorted(maps.Keys(found)))
-			}
-		}
-		// Loading never panics either, whatever the document holds.
 		_, _ = parseConfig("fuzz.toml", []byte(doc), testCPUs)
 	})
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/weirlb/weir/appliance"
 	"github.com/weirlb/weir/firmware"
+	"github.com/weirlb/weir/internal/tomlpos"
 )
 
 func init() {
@@ -309,7 +309,7 @@ var decapFileKeys = []string{"interface", "vips", "gue_port", "xdp_mode"}
 
 // decapProblem is one thing wrong with a -c file.
 type decapProblem struct {
-	at       filePos
+	at       tomlpos.Pos
 	key, msg string
 }
 
@@ -319,29 +319,26 @@ func parseDecapFile(path string, data []byte) (decapSettings, []string) {
 	s := decapSettings{guePort: appliance.DefaultGUEPort, mode: firmware.AttachAuto}
 	var doc map[string]any
 	if _, err := toml.Decode(string(data), &doc); err != nil {
-		var pe toml.ParseError
-		if !errors.As(err, &pe) {
+		msg, at, ok := tomlpos.ParseError(data, err)
+		if !ok {
 			return s, []string{fmt.Sprintf("%s: %v", path, err)}
 		}
-		at := filePos{pe.Position.Line, pe.Position.Col}
-		// The decoder's column is off for errors at the start of a line;
-		// the byte offset is right.
-		if st := pe.Position.Start; st >= 0 && st <= len(data) && at.line > 0 {
-			at = posAt(data, st)
-		}
-		return s, []string{fmt.Sprintf("%s:%d:%d: %s", path, at.line, at.col, pe.Message)}
+		return s, []string{fmt.Sprintf("%s:%d:%d: %s", path, at.Line, at.Col, msg)}
 	}
+	pos := tomlpos.Scan(data)
 	var probs []decapProblem
-	bad := func(key string, at filePos, format string, args ...any) {
+	bad := func(key string, at tomlpos.Pos, format string, args ...any) {
 		probs = append(probs, decapProblem{at: at, key: key, msg: fmt.Sprintf(format, args...)})
 	}
 	for k, v := range doc {
-		keyAt, valAt := keyPosition(data, k)
+		// A key written as a table header or as the first part of a
+		// dotted key has no value position: problems go to the key.
+		keyAt, valAt := pos.Key(tomlpos.Join("", k)), pos.Value(tomlpos.Join("", k))
 		switch k {
 		case "interface":
 			str, ok := v.(string)
 			if !ok {
-				bad(k, valAt, "must be a string, not %s", tomlTypeName(v))
+				bad(k, valAt, "must be a string, not %s", tomlpos.TypeName(v))
 			} else if err := checkDecapIface(str); err != nil {
 				bad(k, valAt, "%q is %v", str, err)
 			} else {
@@ -350,19 +347,15 @@ func parseDecapFile(path string, data []byte) (decapSettings, []string) {
 		case "vips":
 			list, ok := v.([]any)
 			if !ok {
-				bad(k, valAt, "must be an array of addresses, like [\"192.0.2.1\", \"2001:db8::1\"], not %s", tomlTypeName(v))
+				bad(k, valAt, "must be an array of addresses, like [\"192.0.2.1\", \"2001:db8::1\"], not %s", tomlpos.TypeName(v))
 				break
 			}
-			elems := elementPositions(data, valAt)
 			for i, e := range list {
-				at := valAt
-				if i < len(elems) {
-					at = elems[i]
-				}
-				name := fmt.Sprintf("vips[%d]", i)
+				name := tomlpos.Index(k, i)
+				at := pos.Value(name)
 				str, ok := e.(string)
 				if !ok {
-					bad(name, at, "must be a string, not %s", tomlTypeName(e))
+					bad(name, at, "must be a string, not %s", tomlpos.TypeName(e))
 					continue
 				}
 				a, err := parseDecapVIP(str)
@@ -380,7 +373,7 @@ func parseDecapFile(path string, data []byte) (decapSettings, []string) {
 			n, ok := v.(int64)
 			switch {
 			case !ok:
-				bad(k, valAt, "must be an integer, not %s", tomlTypeName(v))
+				bad(k, valAt, "must be an integer, not %s", tomlpos.TypeName(v))
 			case n < 0 || n > 65535:
 				bad(k, valAt, "%d is out of range 0 (no GUE) to 65535", n)
 			default:
@@ -389,7 +382,7 @@ func parseDecapFile(path string, data []byte) (decapSettings, []string) {
 		case "xdp_mode":
 			str, ok := v.(string)
 			if !ok {
-				bad(k, valAt, "must be a string, not %s", tomlTypeName(v))
+				bad(k, valAt, "must be a string, not %s", tomlpos.TypeName(v))
 				break
 			}
 			m, err := firmware.ParseAttachMode(str)
@@ -411,156 +404,21 @@ func parseDecapFile(path string, data []byte) (decapSettings, []string) {
 	}
 	// Maps iterate in random order: report in file order.
 	slices.SortFunc(probs, func(a, b decapProblem) int {
-		if a.at.line != b.at.line {
-			return a.at.line - b.at.line
+		if a.at.Line != b.at.Line {
+			return a.at.Line - b.at.Line
 		}
-		if a.at.col != b.at.col {
-			return a.at.col - b.at.col
+		if a.at.Col != b.at.Col {
+			return a.at.Col - b.at.Col
 		}
 		return strings.Compare(a.key, b.key)
 	})
 	out := make([]string, len(probs))
 	for i, p := range probs {
 		where := path
-		if p.at.line > 0 {
-			where = fmt.Sprintf("%s:%d:%d", path, p.at.line, p.at.col)
+		if p.at.Line > 0 {
+			where = fmt.Sprintf("%s:%d:%d", path, p.at.Line, p.at.Col)
 		}
 		out[i] = fmt.Sprintf("%s: %s: %s", where, p.key, p.msg)
 	}
 	return s, out
-}
-
-// filePos is a 1-based line and byte column; zero when unknown.
-type filePos struct{ line, col int }
-
-// keyPosition finds top-level key k in a flat TOML document: where the key
-// is written and where its value starts. A key written as a table header
-// ([k]) or as the first part of a dotted key gives the header's or key's
-// position for both.
-func keyPosition(data []byte, k string) (key, val filePos) {
-	q := regexp.QuoteMeta(k)
-	re := regexp.MustCompile(`(?m)^([ \t]*)(?:` + q + `|"` + q + `"|'` + q + `')[ \t]*(=[ \t]*|\.)`)
-	hdr := regexp.MustCompile(`(?m)^([ \t]*\[+[ \t]*)(?:` + q + `|"` + q + `")[ \t]*[.\]]`)
-	loc := re.FindSubmatchIndex(data)
-	if loc == nil {
-		if loc = hdr.FindSubmatchIndex(data); loc == nil {
-			return filePos{}, filePos{}
-		}
-		key = posAt(data, loc[3])
-		return key, key
-	}
-	key = posAt(data, loc[3])
-	if data[loc[4]] != '=' {
-		return key, key
-	}
-	return key, posAt(data, loc[5])
-}
-
-// elementPositions returns where each element of the array value starting
-// at val begins. It understands strings, comments and nested arrays well
-// enough for an array the decoder already accepted.
-func elementPositions(data []byte, val filePos) []filePos {
-	if val.line == 0 {
-		return nil
-	}
-	i := offsetOf(data, val)
-	if i >= len(data) || data[i] != '[' {
-		return nil
-	}
-	var out []filePos
-	depth := 0
-	expect := true // the next non-blank byte starts an element
-	for ; i < len(data); i++ {
-		switch ch := data[i]; {
-		case ch == '#':
-			for i < len(data) && data[i] != '\n' {
-				i++
-			}
-		case ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n':
-		case ch == '[':
-			if depth == 1 && expect {
-				out = append(out, posAt(data, i))
-				expect = false
-			}
-			depth++
-			if depth == 1 {
-				expect = true
-			}
-		case ch == ']':
-			depth--
-			if depth == 0 {
-				return out
-			}
-		case ch == ',':
-			if depth == 1 {
-				expect = true
-			}
-		default:
-			if depth == 1 && expect {
-				out = append(out, posAt(data, i))
-				expect = false
-			}
-			if ch == '"' || ch == '\'' {
-				i = skipString(data, i)
-			}
-		}
-	}
-	return out
-}
-
-// skipString returns the index of the closing quote of the string opening
-// at i (basic or literal; triple-quoted too).
-func skipString(data []byte, i int) int {
-	q := data[i]
-	if i+2 < len(data) && data[i+1] == q && data[i+2] == q {
-		end := strings.Index(string(data[i+3:]), strings.Repeat(string(q), 3))
-		if end < 0 {
-			return len(data)
-		}
-		return i + 3 + end + 2
-	}
-	for j := i + 1; j < len(data); j++ {
-		switch {
-		case q == '"' && data[j] == '\\':
-			j++
-		case data[j] == q:
-			return j
-		}
-	}
-	return len(data)
-}
-
-func posAt(data []byte, off int) filePos {
-	line := 1 + strings.Count(string(data[:off]), "\n")
-	return filePos{line: line, col: off - strings.LastIndexByte(string(data[:off]), '\n')}
-}
-
-func offsetOf(data []byte, p filePos) int {
-	off := 0
-	for l := 1; l < p.line; l++ {
-		n := strings.IndexByte(string(data[off:]), '\n')
-		if n < 0 {
-			return len(data)
-		}
-		off += n + 1
-	}
-	return off + p.col - 1
-}
-
-func tomlTypeName(v any) string {
-	switch v.(type) {
-	case string:
-		return "a string"
-	case int64:
-		return "an integer"
-	case float64:
-		return "a float"
-	case bool:
-		return "a boolean"
-	case []any, []map[string]any:
-		return "an array"
-	case map[string]any:
-		return "a table"
-	}
-	return "a date or time"
 }

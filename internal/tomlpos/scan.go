@@ -1,4 +1,4 @@
-package appliance
+package tomlpos
 
 import (
 	"fmt"
@@ -6,24 +6,53 @@ import (
 	"strings"
 )
 
-// The TOML decoder reports where a syntax error is, but not where a key or
-// value that decodes fine but fails validation sits (its MetaData has no
-// positions, and names the keys of all [[vip]] elements alike). scanPositions
-// recovers them with a small scan of the text, which the decoder has already
-// accepted as valid TOML, so the scan can be lenient: it only has to find
-// where keys and values start, never judge them.
+// The decoder has already accepted the text as valid TOML, so the scan can
+// be lenient: it only has to find where keys and values start, never judge
+// them. On text the decoder refuses it still ends, without panicking, but
+// what it returns means little.
 
-// textPos is a 1-based line and byte column.
-type textPos struct{ line, col int }
+// Pos is a 1-based line and byte column; the zero Pos means unknown.
+type Pos struct{ Line, Col int }
 
-// keyPos is where a key and its value start. A table opened by a header has
+// KeyPos is where a key and its value start. A table opened by a header has
 // only a key position (its last name in the header); an element of an array
 // has only a value position.
-type keyPos struct{ key, val textPos }
+type KeyPos struct{ Key, Val Pos }
 
-// keyPath appends one key to a path in the notation problems use:
-// vip[0].backend[1].address, with keys that are not bare quoted.
-func keyPath(parent, key string) string {
+// Positions maps the key paths of a document (see Join and Index) to where
+// their keys and values start.
+type Positions map[string]KeyPos
+
+// Value returns where the value at path starts if known, else where its key
+// is, else the same for the closest enclosing table or array element that
+// has a position: a key missing from a table is reported where the table
+// starts. It returns the zero Pos when nothing on the way is known.
+func (ps Positions) Value(path string) Pos { return ps.find(path, false) }
+
+// Key is Value preferring the key's position: for problems with the key
+// itself (unknown, misplaced) rather than with its value.
+func (ps Positions) Key(path string) Pos { return ps.find(path, true) }
+
+func (ps Positions) find(path string, atKey bool) Pos {
+	for path != "" {
+		e := ps[path]
+		if !atKey && e.Val != (Pos{}) {
+			return e.Val
+		}
+		if e.Key != (Pos{}) {
+			return e.Key
+		}
+		if e.Val != (Pos{}) {
+			return e.Val
+		}
+		path = path[:max(strings.LastIndexAny(path, ".["), 0)]
+	}
+	return Pos{}
+}
+
+// Join appends one key to a path: vip[0].backend[1].address, with keys that
+// are not bare quoted (a."b c").
+func Join(parent, key string) string {
 	if !isBareKey(key) {
 		key = strconv.Quote(key)
 	}
@@ -33,8 +62,38 @@ func keyPath(parent, key string) string {
 	return parent + "." + key
 }
 
-// indexPath names element i of the array at path.
-func indexPath(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
+// Index names element i of the array at path: path[i].
+func Index(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
+
+// Generic removes the array indexes from a path, keeping quoted keys intact:
+// vip[0].backend[1].mac becomes vip.backend.mac.
+func Generic(path string) string {
+	var b strings.Builder
+	quoted := false
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		switch {
+		case quoted:
+			b.WriteByte(c)
+			if c == '\\' && i+1 < len(path) {
+				i++
+				b.WriteByte(path[i])
+			} else if c == '"' {
+				quoted = false
+			}
+		case c == '"':
+			quoted = true
+			b.WriteByte(c)
+		case c == '[':
+			if j := strings.IndexByte(path[i:], ']'); j > 0 {
+				i += j
+			}
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
 
 func isBareKey(k string) bool {
 	if k == "" {
@@ -54,17 +113,18 @@ type posScanner struct {
 	i         int
 	line      int
 	lineStart int
-	pos       map[string]keyPos
+	pos       Positions
 	arrays    map[string]int // array-of-tables path → elements opened so far
 }
 
-// scanPositions maps every key path of a valid TOML document (see keyPath and
-// indexPath) to where its key and value start.
-func scanPositions(data []byte) map[string]keyPos {
+// Scan maps every key path of a valid TOML document (see Join and Index) to
+// where its key and value start. The result belongs to the caller and holds
+// no reference to data.
+func Scan(data []byte) Positions {
 	p := &posScanner{
 		s:      string(data),
 		line:   1,
-		pos:    make(map[string]keyPos),
+		pos:    make(Positions),
 		arrays: make(map[string]int),
 	}
 	if strings.HasPrefix(p.s, "\ufeff") {
@@ -94,7 +154,7 @@ func scanPositions(data []byte) map[string]keyPos {
 	return p.pos
 }
 
-func (p *posScanner) here() textPos { return textPos{p.line, p.i - p.lineStart + 1} }
+func (p *posScanner) here() Pos { return Pos{p.line, p.i - p.lineStart + 1} }
 
 func (p *posScanner) peek(off int) byte {
 	if p.i+off < len(p.s) {
@@ -140,17 +200,17 @@ func (p *posScanner) skipLine() {
 	p.advance(1)
 }
 
-func (p *posScanner) setKey(path string, at textPos) {
+func (p *posScanner) setKey(path string, at Pos) {
 	e := p.pos[path]
-	if e.key == (textPos{}) {
-		e.key = at
+	if e.Key == (Pos{}) {
+		e.Key = at
 		p.pos[path] = e
 	}
 }
 
-func (p *posScanner) setVal(path string, at textPos) {
+func (p *posScanner) setVal(path string, at Pos) {
 	e := p.pos[path]
-	e.val = at
+	e.Val = at
 	p.pos[path] = e
 }
 
@@ -165,14 +225,14 @@ func (p *posScanner) header() string {
 	keys, at := p.key()
 	path := ""
 	for j, k := range keys {
-		path = keyPath(path, k)
+		path = Join(path, k)
 		if j == len(keys)-1 && array {
 			n := p.arrays[path]
 			p.arrays[path] = n + 1
 			p.setKey(path, at[j])
-			path = indexPath(path, n)
+			path = Index(path, n)
 		} else if n, ok := p.arrays[path]; ok {
-			path = indexPath(path, n-1)
+			path = Index(path, n-1)
 		}
 		p.setKey(path, at[j])
 	}
@@ -191,7 +251,7 @@ func (p *posScanner) keyval(table string) {
 	}
 	path := table
 	for j, k := range keys {
-		path = keyPath(path, k)
+		path = Join(path, k)
 		p.setKey(path, at[j])
 	}
 	p.skipSpace(false)
@@ -204,9 +264,9 @@ func (p *posScanner) keyval(table string) {
 }
 
 // key reads a possibly dotted key and where each of its parts starts.
-func (p *posScanner) key() ([]string, []textPos) {
+func (p *posScanner) key() ([]string, []Pos) {
 	var keys []string
-	var at []textPos
+	var at []Pos
 	for {
 		p.skipSpace(false)
 		start := p.here()
@@ -264,7 +324,7 @@ func (p *posScanner) value(path string) {
 				break
 			}
 			start := p.i
-			p.value(indexPath(path, n))
+			p.value(Index(path, n))
 			p.skipSpace(true)
 			if p.peek(0) == ',' {
 				p.advance(1)
