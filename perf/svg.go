@@ -113,7 +113,7 @@ func drawE2E(b *bytes.Buffer, e *E2EResult, y, width float64) float64 {
 			{name: fmt.Sprintf("reference at %.3f Mpps", e.ReferenceMaxLosslessMpps), color: colorReference, points: stepPoints(lr)},
 		},
 	})
-	return y + h + 80
+	return y + h + 110
 }
 
 func sortPoints(ps [][2]float64) {
@@ -247,9 +247,11 @@ func panel(b *bytes.Buffer, p panelSpec) {
 				}
 			}
 		}
-		ly := p.y + 14 + float64(i)*16
-		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/>`+"\n", p.x+8, ly-4, p.x+28, ly-4, s.color)
-		svgText(b, p.x+32, ly, 11, "start", "", s.name)
+		// The legend goes under the axis label, one entry per line, so
+		// it never hides a curve.
+		ly := p.y + p.h + 50 + float64(i)*15
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/>`+"\n", p.x, ly-4, p.x+20, ly-4, s.color)
+		svgText(b, p.x+24, ly, 11, "start", "", s.name)
 	}
 }
 
