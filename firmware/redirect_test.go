@@ -643,20 +643,27 @@ func TestRedirectReloadKeepsAddress(t *testing.T) {
 	var stop atomic.Bool
 	var passed, runs atomic.Int64
 	var wg sync.WaitGroup
+	started := make(chan struct{})
 	wg.Go(func() {
+		defer close(started)
 		for !stop.Load() {
 			v, err := r.Program().Run(&ebpf.RunOptions{Data: frag, Repeat: 50})
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			runs.Add(1)
+			if runs.Add(1) == 1 {
+				started <- struct{}{}
+			}
 			if v != xdpDrop {
 				passed.Add(1)
 			}
 		}
 	})
-	for i := 0; i < 300; i++ {
+	// Reload only while fragments are arriving: on a busy machine the
+	// goroutine may not run at all during a quick burst of reloads.
+	<-started
+	for i := 0; i < 300 || (runs.Load() < 50 && i < 100000); i++ {
 		next := setB
 		if i%2 == 1 {
 			next = setA
@@ -670,6 +677,9 @@ func TestRedirectReloadKeepsAddress(t *testing.T) {
 	wg.Wait()
 	if passed.Load() != 0 {
 		t.Errorf("%d of %d runs passed a VIP fragment during reloads", passed.Load(), runs.Load())
+	}
+	if runs.Load() < 2 {
+		t.Fatalf("only %d runs overlapped the reloads", runs.Load())
 	}
 	c, err := r.Counters()
 	mustNoErr(t, err)
