@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,6 +31,7 @@ var perfModes = []struct {
 	{"pipeline", "the forwarding decision alone, in memory, on one pinned core", runPerfPipeline},
 	{"rings", "weir's worker loop over the real rings against a simulated kernel", runPerfRings},
 	{"e2e", "weir with AF_XDP against an in-kernel XDP forwarder, on a veth lab (root)", runPerfE2E},
+	{"show", "print and plot a report saved with --json", runPerfShow},
 }
 
 func perfUsage(w io.Writer) {
@@ -424,4 +426,46 @@ func runPerfE2E(ctx context.Context, e *env, args []string) int {
 		return 1
 	}
 	return out.finish(e, "e2e", rep)
+}
+
+// runPerfShow reads a report written with --json and prints its tables,
+// and draws it with --svg: for comparing runs across machines and commits.
+func runPerfShow(_ context.Context, e *env, args []string) int {
+	fs := flag.NewFlagSet("perf show", flag.ContinueOnError)
+	svg := fs.String("svg", "", "draw the report as an SVG image into `FILE`")
+	fs.SetOutput(io.Discard)
+	usage := func(w io.Writer) {
+		fmt.Fprintln(w, "usage: weir perf show [--svg FILE] REPORT.json")
+		fmt.Fprintln(w, "\nPrints the tables of a report saved with 'weir perf <benchmark> --json', and draws it.")
+		fmt.Fprintln(w, "\nflags:")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage(e.stdout)
+			return 0
+		}
+		fmt.Fprintf(e.stderr, "weir perf show: %v\n\n", err)
+		usage(e.stderr)
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(e.stderr, "weir perf show: name one report file")
+		usage(e.stderr)
+		return 2
+	}
+	b, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		fmt.Fprintf(e.stderr, "weir perf show: %v\n", err)
+		return 1
+	}
+	var rep perf.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		fmt.Fprintf(e.stderr, "weir perf show: %s: %v\n", fs.Arg(0), err)
+		return 1
+	}
+	out := perfOutput{svg: *svg}
+	return out.finish(e, "show", &rep)
 }

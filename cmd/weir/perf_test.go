@@ -148,6 +148,20 @@ func TestPerfPipeline(t *testing.T) {
 		t.Errorf("config %v", cfg)
 	}
 	checkSVG(t, svg)
+
+	// The saved report prints and draws again.
+	svg2 := filepath.Join(dir, "again.svg")
+	code, again, errOut := runCLI(t, "perf", "show", "--svg", svg2, js)
+	if code != 0 || again != out {
+		t.Errorf("show: exit %d, stderr %q\n%s\nwant\n%s", code, errOut, again, out)
+	}
+	checkSVG(t, svg2)
+	if code, _, _ := runCLI(t, "perf", "show"); code != 2 {
+		t.Errorf("show without a file: exit %d", code)
+	}
+	if code, _, _ := runCLI(t, "perf", "show", filepath.Join(dir, "missing.json")); code != 1 {
+		t.Errorf("show of a missing file: exit %d", code)
+	}
 }
 
 func TestPerfRingsJSONStdout(t *testing.T) {
