@@ -185,29 +185,33 @@ type E2ECPU struct {
 // are medians over the full-rate runs; the latency figures come from the
 // run at the highest lossless rate.
 type E2EResult struct {
-	WeirMpps                 float64   `json:"weir_mpps"`
-	ReferenceMpps            float64   `json:"reference_mpps"`
-	Ratio                    float64   `json:"ratio"`
-	Loss                     float64   `json:"loss"` // weir's, at the generator's full rate
-	MaxLosslessMpps          float64   `json:"max_lossless_mpps"`
-	ReferenceMaxLosslessMpps float64   `json:"reference_max_lossless_mpps"`
-	AFXDPMode                string    `json:"afxdp_mode"`
-	XDPMode                  string    `json:"xdp_mode"`
-	Latency                  LatencyUS `json:"latency_us"`
-	ReferenceLatency         LatencyUS `json:"reference_latency_us"`
-	OfferedMpps              float64   `json:"offered_mpps"`
-	ReferenceOfferedMpps     float64   `json:"reference_offered_mpps"`
-	ReferenceLoss            float64   `json:"reference_loss"`
-	WeirSpread               Spread    `json:"weir_mpps_spread"`
-	ReferenceSpread          Spread    `json:"reference_mpps_spread"`
-	CPU                      E2ECPU    `json:"cpu"`
-	Rings                    E2ERings  `json:"rings"`
-	Size                     int       `json:"size"`
-	FrameBytes               int       `json:"frame_bytes"`
-	Family                   int       `json:"family"`
-	Flows                    int       `json:"flows"`
-	LossTarget               float64   `json:"loss_target"`
-	Runs                     []E2ERun  `json:"runs"`
+	WeirMpps                 float64 `json:"weir_mpps"`
+	ReferenceMpps            float64 `json:"reference_mpps"`
+	Ratio                    float64 `json:"ratio"`
+	Loss                     float64 `json:"loss"` // weir's, at the generator's full rate
+	MaxLosslessMpps          float64 `json:"max_lossless_mpps"`
+	ReferenceMaxLosslessMpps float64 `json:"reference_max_lossless_mpps"`
+	// The generator could not offer more than these lossless rates: the
+	// forwarder's true figure is at least this much.
+	MaxLosslessGeneratorBound          bool      `json:"max_lossless_generator_bound"`
+	ReferenceMaxLosslessGeneratorBound bool      `json:"reference_max_lossless_generator_bound"`
+	AFXDPMode                          string    `json:"afxdp_mode"`
+	XDPMode                            string    `json:"xdp_mode"`
+	Latency                            LatencyUS `json:"latency_us"`
+	ReferenceLatency                   LatencyUS `json:"reference_latency_us"`
+	OfferedMpps                        float64   `json:"offered_mpps"`
+	ReferenceOfferedMpps               float64   `json:"reference_offered_mpps"`
+	ReferenceLoss                      float64   `json:"reference_loss"`
+	WeirSpread                         Spread    `json:"weir_mpps_spread"`
+	ReferenceSpread                    Spread    `json:"reference_mpps_spread"`
+	CPU                                E2ECPU    `json:"cpu"`
+	Rings                              E2ERings  `json:"rings"`
+	Size                               int       `json:"size"`
+	FrameBytes                         int       `json:"frame_bytes"`
+	Family                             int       `json:"family"`
+	Flows                              int       `json:"flows"`
+	LossTarget                         float64   `json:"loss_target"`
+	Runs                               []E2ERun  `json:"runs"`
 	// CDFs of the latency at the highest lossless rate, for plots.
 	LatencyCDF          []CDFPoint `json:"latency_cdf,omitempty"`
 	ReferenceLatencyCDF []CDFPoint `json:"reference_latency_cdf,omitempty"`
@@ -311,9 +315,11 @@ func RunE2E(ctx context.Context, cfg E2EConfig, progress func(E2ERun)) (res *E2E
 		}
 		if w := searches[0].best; w != nil {
 			res.MaxLosslessMpps, res.Latency, res.LatencyCDF = w.OfferedMpps, w.Latency, w.hist.CDF()
+			res.MaxLosslessGeneratorBound = generatorBound(w)
 		}
 		if r := searches[1].best; r != nil {
 			res.ReferenceMaxLosslessMpps, res.ReferenceLatency, res.ReferenceLatencyCDF = r.OfferedMpps, r.Latency, r.hist.CDF()
+			res.ReferenceMaxLosslessGeneratorBound = generatorBound(r)
 		}
 	}
 
@@ -410,15 +416,25 @@ func summariseFull(res *E2EResult, weir, ref []E2ERun) {
 
 // search bisects towards the highest offered rate whose loss stays below
 // the target. The first probe is just below the full-rate throughput, where
-// the answer usually is; while no probe has failed, a passing one doubles
-// the ceiling (a forwarder may carry more below saturation than at full
+// the answer usually is; until a probe fails, a passing one doubles the
+// ceiling (a forwarder may carry more below saturation than at full
 // load, where it also pays for what it drops).
+//
+// A probe the generator could not offer in full (it shares its CPU with the
+// receive path) caps the ceiling at that target instead: the answer is then
+// "at least what the generator offers" (see generatorBound).
 type search struct {
-	lo, hi float64 // lo passed (0: nothing yet); hi failed, or is a guess while !failed
-	failed bool
+	lo, hi float64 // lo passed (0: nothing yet); hi failed, or is a guess while !capped
+	capped bool    // hi failed, or the generator could not reach it
 	steps  int
 	best   *E2ERun
 }
+
+// generatorBound reports whether r offered clearly less than its target:
+// the generator, not the forwarder, was the limit.
+// Pacing alone falls a few percent short of its target, so only a larger
+// shortfall counts.
+func generatorBound(r *E2ERun) bool { return r.TargetMpps > 0 && r.OfferedMpps < 0.9*r.TargetMpps }
 
 func newSearch(fullMpps float64) *search {
 	return &search{hi: max(fullMpps, 0.001) * 1.05}
@@ -434,11 +450,14 @@ func (s *search) next() float64 {
 func (s *search) record(r E2ERun, target float64) {
 	s.steps++
 	if r.Loss >= target {
-		s.hi, s.failed = r.TargetMpps, true
+		s.hi, s.capped = r.TargetMpps, true
 		return
 	}
 	s.lo = max(s.lo, r.TargetMpps)
-	if !s.failed {
+	switch {
+	case generatorBound(&r):
+		s.hi, s.capped = r.TargetMpps, true
+	case !s.capped:
 		s.hi = max(s.hi, 2*r.TargetMpps)
 	}
 	if s.best == nil || r.OfferedMpps > s.best.OfferedMpps {
@@ -610,8 +629,9 @@ func (b *e2eBench) run(sys string, target float64, phase string) (r E2ERun, err 
 	gcfg := b.gcfg
 	if target > 0 {
 		gcfg.IntervalNs = uint64(math.Max(1, math.Round(1e3/target)))
-		// Let the sender catch up by at most 32 frames after a stall.
-		gcfg.BurstNs = 32 * gcfg.IntervalNs
+		// Let the sender catch up by at most 64 frames after a stall (the
+		// receive path shares its CPU), a burst weir's rings absorb.
+		gcfg.BurstNs = 64 * gcfg.IntervalNs
 	}
 	if err := b.sink.reset(); err != nil {
 		return r, err

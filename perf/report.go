@@ -116,7 +116,9 @@ func writeE2ETable(w io.Writer, r *E2EResult) {
 	fmt.Fprintf(tw, "loss at full offered load\t%s\t%s\t\t\n", pct(r.Loss), pct(r.ReferenceLoss))
 	if r.Latency.Count > 0 || r.ReferenceLatency.Count > 0 {
 		fmt.Fprintf(tw, "highest rate with loss < %s, Mpps\t%s\t%s\t%s\t\n", pct(r.LossTarget),
-			mppsOrDash(r.MaxLosslessMpps), mppsOrDash(r.ReferenceMaxLosslessMpps), ratio(r.MaxLosslessMpps, r.ReferenceMaxLosslessMpps))
+			atLeast(r.MaxLosslessGeneratorBound)+mppsOrDash(r.MaxLosslessMpps),
+			atLeast(r.ReferenceMaxLosslessGeneratorBound)+mppsOrDash(r.ReferenceMaxLosslessMpps),
+			ratio(r.MaxLosslessMpps, r.ReferenceMaxLosslessMpps))
 		fmt.Fprintf(tw, "latency at that rate, µs: p50\t%.1f\t%.1f\t\t\n", r.Latency.P50, r.ReferenceLatency.P50)
 		fmt.Fprintf(tw, "p99\t%.1f\t%.1f\t\t\n", r.Latency.P99, r.ReferenceLatency.P99)
 		fmt.Fprintf(tw, "p99.9\t%.1f\t%.1f\t\t\n", r.Latency.P999, r.ReferenceLatency.P999)
@@ -124,6 +126,9 @@ func writeE2ETable(w io.Writer, r *E2EResult) {
 		fmt.Fprintf(tw, "highest rate with loss < %s\tnot searched\t\t\t\n", pct(r.LossTarget))
 	}
 	tw.Flush()
+	if r.MaxLosslessGeneratorBound || r.ReferenceMaxLosslessGeneratorBound {
+		fmt.Fprintln(w, "(≥: the generator offered no more; it shares its CPU with the receive path of the appliance's veth)")
+	}
 
 	c := r.CPU
 	fmt.Fprintln(w, "weir at full offered load (medians):")
@@ -151,6 +156,13 @@ func writeE2ETable(w io.Writer, r *E2EResult) {
 			run.OfferedMpps, run.ForwardedMpps, pct(run.Loss), run.Latency.P50, run.Latency.P99)
 	}
 	tw.Flush()
+}
+
+func atLeast(bound bool) string {
+	if bound {
+		return "≥ "
+	}
+	return ""
 }
 
 func mppsOrDash(x float64) string {

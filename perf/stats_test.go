@@ -72,4 +72,18 @@ func TestSearch(t *testing.T) {
 	if s.best == nil || s.best.TargetMpps > 2.5 || s.best.TargetMpps < 2.4 {
 		t.Fatalf("search above the full-rate throughput settled on %+v", s.best)
 	}
+
+	// A system the generator cannot overload (it offers at most 4 Mpps):
+	// the ceiling stops growing, and the answer is marked as bound.
+	s = newSearch(4)
+	for range 6 {
+		target := s.next()
+		s.record(E2ERun{TargetMpps: target, OfferedMpps: min(target, 4)}, 0.001)
+		if s.hi > 10 {
+			t.Fatalf("ceiling grew to %v past what the generator offers", s.hi)
+		}
+	}
+	if s.best == nil || s.best.OfferedMpps != 4 || !generatorBound(s.best) {
+		t.Fatalf("generator-bound search settled on %+v", s.best)
+	}
 }
