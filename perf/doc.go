@@ -8,9 +8,10 @@
 // ForwardBatch, in batches of the worker's default size) in memory, on one
 // pinned core: synthetic TCP frames for every mode (dsr, ipip, gue) and
 // family, of a given size, spread over a number of established flows, with
-// a share of packets that open new flows. Each case runs several times and
-// reports the median with the spread. Nothing but the frames' Ethernet
-// header and client address is rewritten between batches.
+// a share of packets that open new flows. Runs are interleaved over the
+// cases (round after round, each case set up afresh and timed once), and
+// each case reports the median with the spread. Nothing but the frames'
+// Ethernet header and client address is rewritten between batches.
 //
 // RunRings runs weir's worker loop (the one in appliance/worker.go:
 // recycle completions, refill, take a batch off the RX ring, ForwardBatch,

@@ -26,7 +26,7 @@ type PipelineConfig struct {
 	// NewShares are the shares of packets (0..1) that open a new flow
 	// instead of belonging to an established one.
 	NewShares []float64
-	Runs      int           // timed runs per case (the spread is over them)
+	Runs      int           // timed runs per case, interleaved over the cases (the spread is over them)
 	Duration  time.Duration // length of one run
 	// CPU is the CPU the benchmark runs on; negative leaves it unpinned.
 	CPU int
@@ -134,9 +134,25 @@ func caseName(share float64) string {
 	return fmt.Sprintf("new-%g%%", math.Round(share*10000)/100)
 }
 
-// RunPipeline runs every case of cfg, one after another, on one goroutine
-// pinned to cfg.CPU, and calls progress (if not nil) after each. It stops
-// early, returning what it has, when ctx is done.
+// pipelineCaseSpec names one case of the pipeline benchmark.
+type pipelineCaseSpec struct {
+	mode                 appliance.Mode
+	family, size, nflows int
+	share                float64
+}
+
+func (c pipelineCaseSpec) String() string {
+	return fmt.Sprintf("%s ipv%d %dB %d flows %s", c.mode, c.family, c.size, c.nflows, caseName(c.share))
+}
+
+// RunPipeline runs every case of cfg on one goroutine pinned to cfg.CPU and
+// returns one result per case, in the order of the configuration's lists.
+// The runs are interleaved: round after round, every case is set up afresh,
+// warmed up and timed once, so that a burst of noise from the rest of the
+// machine lands on one run of many cases rather than on every run of one.
+// progress, if not nil, is called after every timed run with that case's
+// figures so far. RunPipeline stops early, returning what it has, when ctx
+// is done.
 func RunPipeline(ctx context.Context, cfg PipelineConfig, progress func(PipelineResult)) ([]PipelineResult, error) {
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = appliance.DefaultBatchSize
@@ -147,32 +163,81 @@ func RunPipeline(ctx context.Context, cfg PipelineConfig, progress func(Pipeline
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	var out []PipelineResult
-	err := runPinned(cfg.CPU, func() error {
-		for _, mode := range cfg.Modes {
-			for _, fam := range cfg.Families {
-				for _, size := range cfg.Sizes {
-					for _, nflows := range cfg.Flows {
-						for _, share := range cfg.NewShares {
-							if err := ctx.Err(); err != nil {
-								return err
-							}
-							r, err := runPipelineCase(ctx, cfg, mode, fam, size, nflows, share)
-							if err != nil {
-								return fmt.Errorf("pipeline %s ipv%d %dB %d flows %s: %w", mode, fam, size, nflows, caseName(share), err)
-							}
-							out = append(out, r)
-							if progress != nil {
-								progress(r)
-							}
-						}
+	var specs []pipelineCaseSpec
+	for _, mode := range cfg.Modes {
+		for _, fam := range cfg.Families {
+			for _, size := range cfg.Sizes {
+				for _, nflows := range cfg.Flows {
+					for _, share := range cfg.NewShares {
+						specs = append(specs, pipelineCaseSpec{mode, fam, size, nflows, share})
 					}
+				}
+			}
+		}
+	}
+	accs := make([]pipelineAcc, len(specs))
+	err := runPinned(cfg.CPU, func() error {
+		for range cfg.Runs {
+			for i, spec := range specs {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				run, err := runPipelineOnce(cfg, spec)
+				if err != nil {
+					return fmt.Errorf("pipeline %s: %w", spec, err)
+				}
+				accs[i].add(run)
+				if progress != nil {
+					progress(accs[i].result(spec))
 				}
 			}
 		}
 		return nil
 	})
+	var out []PipelineResult
+	for i, spec := range specs {
+		if len(accs[i].ns) > 0 {
+			out = append(out, accs[i].result(spec))
+		}
+	}
 	return out, err
+}
+
+// pipelineRun is one timed run of one case.
+type pipelineRun struct {
+	packets    uint64
+	took       time.Duration
+	hits       uint64 // flow-table hits among the packets
+	frameBytes int
+}
+
+// pipelineAcc gathers a case's runs.
+type pipelineAcc struct {
+	ns, mpps      []float64
+	packets, hits uint64
+	frameBytes    int
+}
+
+func (a *pipelineAcc) add(r pipelineRun) {
+	ns := float64(r.took.Nanoseconds()) / float64(r.packets)
+	a.ns = append(a.ns, ns)
+	a.mpps = append(a.mpps, 1e3/ns)
+	a.packets += r.packets
+	a.hits += r.hits
+	a.frameBytes = r.frameBytes
+}
+
+func (a *pipelineAcc) result(c pipelineCaseSpec) PipelineResult {
+	r := PipelineResult{
+		Mode: c.mode.String(), Family: c.family, Size: c.size, Flows: c.nflows,
+		Case: caseName(c.share), NewShare: c.share, FrameBytes: a.frameBytes,
+		NsSpread: SpreadOf(a.ns), MppsSpread: SpreadOf(a.mpps), Packets: a.packets,
+	}
+	r.NsPerPkt, r.Mpps = r.NsSpread.Median, r.MppsSpread.Median
+	if a.packets > 0 {
+		r.FlowHitRatio = float64(a.hits) / float64(a.packets)
+	}
+	return r
 }
 
 // Addresses of the synthetic traffic, from the benchmarking ranges of RFC
@@ -377,40 +442,23 @@ func (pc *pipelineCase) run(d time.Duration) (uint64, time.Duration) {
 	return n, now.Sub(start)
 }
 
-func runPipelineCase(ctx context.Context, cfg PipelineConfig, mode appliance.Mode, family, size, nflows int, share float64) (PipelineResult, error) {
-	pc, frameLen, err := newPipelineCase(cfg, mode, family, size, nflows, share)
+// runPipelineOnce sets a case up, warms it up and times one run.
+func runPipelineOnce(cfg PipelineConfig, c pipelineCaseSpec) (pipelineRun, error) {
+	pc, frameLen, err := newPipelineCase(cfg, c.mode, c.family, c.size, c.nflows, c.share)
 	if err != nil {
-		return PipelineResult{}, err
+		return pipelineRun{}, err
 	}
-	// Setting up a million flows leaves garbage: collect it now rather
-	// than during a timed run.
+	// Setting up a million flows, and the previous case, leave garbage:
+	// collect it now rather than during the timed run.
 	runtime.GC()
 	// A short warm-up brings the caches and branch predictors to their
 	// steady state.
 	pc.run(cfg.Duration / 10)
-	c := pc.f.Counters()
-	tx0, hits0, rx0 := c.TXPackets, c.FlowHits, c.RXPackets
-	var nsPer, mpps []float64
-	var total uint64
-	for range cfg.Runs {
-		if ctx.Err() != nil {
-			return PipelineResult{}, ctx.Err()
-		}
-		n, took := pc.run(cfg.Duration)
-		ns := float64(took.Nanoseconds()) / float64(n)
-		nsPer = append(nsPer, ns)
-		mpps = append(mpps, 1e3/ns)
-		total += n
+	cnt := pc.f.Counters()
+	tx0, hits0 := cnt.TXPackets, cnt.FlowHits
+	n, took := pc.run(cfg.Duration)
+	if got := cnt.TXPackets - tx0; got != n {
+		return pipelineRun{}, fmt.Errorf("%d of %d packets forwarded (drops: %d): the benchmark is broken", got, n, cnt.Dropped())
 	}
-	if got := c.TXPackets - tx0; got != total {
-		return PipelineResult{}, fmt.Errorf("%d of %d packets forwarded (drops: %d): the benchmark is broken", got, total, c.Dropped())
-	}
-	r := PipelineResult{
-		Mode: mode.String(), Family: family, Size: size, Flows: nflows,
-		Case: caseName(share), NewShare: share, FrameBytes: frameLen,
-		NsSpread: SpreadOf(nsPer), MppsSpread: SpreadOf(mpps), Packets: total,
-		FlowHitRatio: float64(c.FlowHits-hits0) / float64(c.RXPackets-rx0),
-	}
-	r.NsPerPkt, r.Mpps = r.NsSpread.Median, r.MppsSpread.Median
-	return r, nil
+	return pipelineRun{packets: n, took: took, hits: cnt.FlowHits - hits0, frameBytes: frameLen}, nil
 }

@@ -43,7 +43,7 @@ func TestPipelineShort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res) != 2*2*2*2*2 || seen != len(res) {
+	if len(res) != 2*2*2*2*2 || seen != len(res)*cfg.Runs {
 		t.Fatalf("%d results, %d progress calls", len(res), seen)
 	}
 	for _, r := range res {

@@ -274,7 +274,7 @@ func runPerfPipeline(ctx context.Context, e *env, args []string) int {
 	fs.Var(&sizes, "sizes", "frame `sizes` in bytes on the wire, FCS included (64..1518)")
 	fs.Var(&nflows, "flows", "established `flows` (k and M suffixes allowed)")
 	fs.Var(&shares, "new-share", "`shares` of packets (0..1) that open a new flow; each is a case")
-	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "timed runs per case: the spread is over them")
+	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "timed runs per case, interleaved over the cases: the spread is over them")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "length of one run")
 	fs.IntVar(&cfg.CPU, "cpu", cfg.CPU, "CPU to pin the benchmark to (-1: not pinned)")
 	fs.IntVar(&cfg.BatchSize, "batch", appliance.DefaultBatchSize, "frames per ForwardBatch call (the worker's batch size)")
@@ -287,12 +287,12 @@ func runPerfPipeline(ctx context.Context, e *env, args []string) int {
 	}
 	cfg.Modes, cfg.Families, cfg.Sizes, cfg.Flows, cfg.NewShares = modes, fams, sizes, nflows, shares
 	rep := newPerfReport("pipeline", fs)
-	n := len(cfg.Modes) * len(cfg.Families) * len(cfg.Sizes) * len(cfg.Flows) * len(cfg.NewShares)
+	n := len(cfg.Modes) * len(cfg.Families) * len(cfg.Sizes) * len(cfg.Flows) * len(cfg.NewShares) * cfg.Runs
 	done := 0
 	res, err := perf.RunPipeline(ctx, cfg, func(r perf.PipelineResult) {
 		done++
-		fmt.Fprintf(e.stderr, "[%d/%d] %s ipv%d %dB %d flows %s: %.1f ns/pkt, %.2f Mpps\n",
-			done, n, r.Mode, r.Family, r.Size, r.Flows, r.Case, r.NsPerPkt, r.Mpps)
+		fmt.Fprintf(e.stderr, "[%d/%d] %s ipv%d %dB %d flows %s, run %d: median so far %.1f ns/pkt, %.2f Mpps\n",
+			done, n, r.Mode, r.Family, r.Size, r.Flows, r.Case, r.NsSpread.N, r.NsPerPkt, r.Mpps)
 	})
 	rep.Pipeline = res
 	if err != nil {

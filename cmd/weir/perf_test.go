@@ -125,7 +125,7 @@ func TestPerfPipeline(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, errOut)
 	}
-	if !strings.Contains(out, "ns/pkt") || !strings.Contains(out, "ipip") || !strings.Contains(errOut, "[4/4]") {
+	if !strings.Contains(out, "ns/pkt") || !strings.Contains(out, "ipip") || !strings.Contains(errOut, "[12/12]") {
 		t.Errorf("stdout:\n%s\nstderr:\n%s", out, errOut)
 	}
 	m := readReport(t, js)
