@@ -72,6 +72,13 @@
 // 1500), so a larger FabricMTU carries full-size client packets
 // encapsulated.
 //
+// # Benchmark pair (NewPair)
+//
+// Two namespaces, a traffic generator and the appliance, joined by one bare
+// veth with GRO and checksum offload off and no addresses: the end-to-end
+// benchmark (package perf) sends frames from a BPF generator on one end and
+// counts them back with a BPF sink. See Pair.
+//
 // # Addresses
 //
 // Default VIPs are 192.0.2.1 and 2001:db8::1 (documentation ranges). Hosts
