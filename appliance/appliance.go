@@ -103,7 +103,7 @@ type Appliance struct {
 	redirect *firmware.Redirect
 	attach   *firmware.Attachment
 	snap     atomic.Pointer[Snapshot]
-	workers  []*worker
+	workers  []*Worker
 	sockets  []*ring.Socket
 	umems    []*umem.Umem
 
@@ -217,7 +217,7 @@ func Start(opts Options, m Model) (_ *Appliance, err error) {
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
-			if err := w.run(ctx); err != nil {
+			if err := w.Run(ctx); err != nil {
 				a.log.Error("worker stopped", "queue", w.queue, "err", err)
 				a.errMu.Lock()
 				a.errs = append(a.errs, err)
@@ -293,7 +293,14 @@ func (a *Appliance) openQueue(q int, fc flows.Config, epoch time.Time) error {
 	if err != nil {
 		return fmt.Errorf("queue %d: %w", q, err)
 	}
-	a.workers = append(a.workers, newWorker(q, a.cpuFor(q), sock, fwd, &a.snap, cmp.Or(a.opts.BatchSize, DefaultBatchSize), epoch))
+	w, err := NewWorker(WorkerConfig{
+		Queue: q, CPU: a.cpuFor(q), Socket: sock, Forwarder: fwd, Snapshot: &a.snap,
+		Batch: a.opts.BatchSize, Epoch: epoch,
+	})
+	if err != nil {
+		return err
+	}
+	a.workers = append(a.workers, w)
 	return nil
 }
 

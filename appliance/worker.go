@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -47,9 +48,42 @@ type WorkerStats struct {
 	Reals []RealCounters
 }
 
-// worker runs one NIC queue: it owns the queue's socket, UMEM, forwarder and
-// flow table, all touched by its goroutine alone.
-type worker struct {
+// WorkerConfig describes one worker.
+type WorkerConfig struct {
+	// Queue is the NIC queue the socket is bound to; it names the worker in
+	// errors and stats.
+	Queue int
+	// CPU is the CPU Run pins its thread to; a negative value leaves it
+	// unpinned.
+	CPU int
+	// Socket is the queue's AF_XDP socket (ring.Open) or an in-memory one
+	// (ring.NewInMemory). The worker owns it, its rings and its Umem while
+	// Run runs; the caller closes it after Run returns.
+	Socket *ring.Socket
+	// Forwarder makes the per-packet decisions; the worker owns it while Run
+	// runs.
+	Forwarder *Forwarder
+	// Snapshot is where the control plane publishes snapshots; the worker
+	// loads it once per batch. It must hold a snapshot before Run starts.
+	Snapshot *atomic.Pointer[Snapshot]
+	// Batch is the largest number of descriptors taken off the RX ring at
+	// once, 1..MaxBatch (DefaultBatchSize when 0).
+	Batch int
+	// Epoch is the origin of the forwarder's monotonic clock (flow idle
+	// times); the zero value means the time NewWorker was called.
+	Epoch time.Time
+}
+
+// Worker runs one NIC queue: it owns the queue's socket, UMEM, forwarder and
+// flow table, all touched by the goroutine in Run alone. Its loop recycles
+// completed TX frames into the fill ring, tops the fill ring up, takes a
+// batch off the RX ring, forwards it, puts the frames to send on the TX ring
+// (the others go back to the UMEM's free stack) and kicks the kernel when
+// the ring asks for it. Stats may be called from any goroutine.
+//
+// A Worker runs once: build a new one (with a new or the same socket) to run
+// the queue again.
+type Worker struct {
 	queue int
 	cpu   int
 	sock  *ring.Socket
@@ -58,6 +92,7 @@ type worker struct {
 	batch uint32
 	epoch time.Time // monotonic origin of the forwarder's clock
 
+	started    atomic.Bool
 	pkts       []Packet // the batch handed to ForwardBatch
 	bases      []uint64 // UMEM address of each batch frame
 	drops      []uint64 // frames to free after a batch
@@ -68,8 +103,30 @@ type worker struct {
 	published WorkerStats
 }
 
-func newWorker(queue, cpu int, sock *ring.Socket, fwd *Forwarder, snap *atomic.Pointer[Snapshot], batch int, epoch time.Time) *worker {
-	return &worker{
+// NewWorker checks cfg and returns a worker ready to Run.
+func NewWorker(cfg WorkerConfig) (*Worker, error) {
+	switch {
+	case cfg.Socket == nil:
+		return nil, fmt.Errorf("worker for queue %d: no socket", cfg.Queue)
+	case cfg.Forwarder == nil:
+		return nil, fmt.Errorf("worker for queue %d: no forwarder", cfg.Queue)
+	case cfg.Snapshot == nil:
+		return nil, fmt.Errorf("worker for queue %d: no snapshot pointer", cfg.Queue)
+	case cfg.Batch < 0 || cfg.Batch > MaxBatch:
+		return nil, fmt.Errorf("worker for queue %d: batch size %d: want 1..%d", cfg.Queue, cfg.Batch, MaxBatch)
+	}
+	if cfg.Batch == 0 {
+		cfg.Batch = DefaultBatchSize
+	}
+	if cfg.Epoch.IsZero() {
+		cfg.Epoch = time.Now()
+	}
+	return newWorker(cfg.Queue, cfg.CPU, cfg.Socket, cfg.Forwarder, cfg.Snapshot, cfg.Batch, cfg.Epoch), nil
+}
+
+// newWorker builds a worker from checked arguments.
+func newWorker(queue, cpu int, sock *ring.Socket, fwd *Forwarder, snap *atomic.Pointer[Snapshot], batch int, epoch time.Time) *Worker {
+	return &Worker{
 		queue: queue,
 		cpu:   cpu,
 		sock:  sock,
@@ -83,10 +140,20 @@ func newWorker(queue, cpu int, sock *ring.Socket, fwd *Forwarder, snap *atomic.P
 	}
 }
 
-// run is the worker's loop. It returns when ctx is done, after giving every
-// frame that was in hand back to the UMEM; the caller then closes the socket,
-// which reclaims the frames the kernel held.
-func (w *worker) run(ctx context.Context) error {
+// Queue is the queue the worker serves.
+func (w *Worker) Queue() int { return w.queue }
+
+// Run is the worker's loop. It locks the calling goroutine to its thread
+// (and pins it, see WorkerConfig.CPU) for good, so call it on a goroutine of
+// its own, which ends when Run returns. It returns when ctx is done, after
+// giving every frame that was in hand back to the UMEM (the ledger then has
+// nothing in hand); the caller then closes the socket, which reclaims the
+// frames the kernel held. It returns early with an error only when the
+// socket fails.
+func (w *Worker) Run(ctx context.Context) error {
+	if w.started.Swap(true) {
+		return fmt.Errorf("queue %d: worker already ran", w.queue)
+	}
 	// The thread stays locked for the worker's life and is never unlocked:
 	// its affinity must not leak to other goroutines.
 	runtime.LockOSThread()
@@ -97,29 +164,18 @@ func (w *worker) run(ctx context.Context) error {
 			return fmt.Errorf("queue %d: pin to cpu %d: %w", w.queue, w.cpu, err)
 		}
 	}
+	if w.snap.Load() == nil {
+		return fmt.Errorf("queue %d: %w", w.queue, errNoSnapshot)
+	}
 	s := w.sock
-	u := s.Umem()
-	rx, tx := s.RX(), s.TX()
 	s.Refill()
 	lastPublish, lastIdleWork := time.Now(), time.Now()
-	for {
-		if ctx.Err() != nil {
-			break
-		}
-		// Completed TX frames go straight back to the fill ring, then any
-		// free frames top it up.
-		s.RecycleCompletions()
-		s.Refill()
-		if err := s.WakeupRX(); err != nil {
+	for ctx.Err() == nil {
+		n, now, err := w.poll()
+		if err != nil {
 			return err
 		}
-		n, idx := rx.Peek(w.batch)
 		if n == 0 {
-			if tx.Outstanding() > 0 {
-				if _, err := s.FlushTX(maxKicksPerBatch); err != nil {
-					return err
-				}
-			}
 			// Housekeeping when idle, but not on every wake-up: at a low
 			// packet rate every packet finds the worker idle, and a sweep
 			// plus a publish each time would add ~100 µs to its latency.
@@ -137,45 +193,6 @@ func (w *worker) run(ctx context.Context) error {
 			}
 			continue
 		}
-		now := time.Now()
-		w.fwd.Begin(w.snap.Load(), int64(now.Sub(w.epoch)))
-		frameSize := u.FrameSize()
-		pkts := w.pkts[:n]
-		for i := range pkts {
-			d := rx.Get(idx + uint32(i))
-			base := u.Base(d.Addr)
-			w.bases[i] = base
-			pkts[i] = Packet{Buf: u.Frame(base, frameSize), Start: int(d.Addr - base), Len: int(d.Len)}
-		}
-		w.fwd.ForwardBatch(pkts)
-		got, tidx := tx.Reserve(n)
-		var sent uint32
-		w.drops = w.drops[:0]
-		for i := range pkts {
-			pk := &pkts[i]
-			base := w.bases[i]
-			if pk.Verdict == VerdictDrop {
-				w.drops = append(w.drops, base)
-				continue
-			}
-			if sent == got {
-				w.txRingFull++
-				w.drops = append(w.drops, base)
-				continue
-			}
-			tx.Set(tidx+sent, ring.Desc{Addr: base + uint64(pk.OutStart), Len: uint32(pk.OutLen)})
-			sent++
-		}
-		rx.Release(n)
-		tx.Submit(sent)
-		u.Free(w.drops)
-		if sent > 0 && s.NeedWakeupTX() {
-			if _, err := s.FlushTX(maxKicksPerBatch); err != nil {
-				return err
-			}
-		}
-		w.batches++
-		w.fwd.Flows().Sweep(int64(now.Sub(w.epoch)), sweepPerBatch)
 		if now.Sub(lastPublish) >= publishInterval {
 			w.publish()
 			lastPublish = now
@@ -189,9 +206,78 @@ func (w *worker) run(ctx context.Context) error {
 	return nil
 }
 
+// errNoSnapshot is returned by Run when nothing was published for it.
+var errNoSnapshot = errors.New("worker started before a snapshot was published")
+
+// poll runs one turn of the loop: recycle completions, refill, take a batch
+// off the RX ring and, if there is one, forward and transmit it. It returns
+// the batch size (0 when the RX ring was empty; pending TX descriptors were
+// then flushed) and the time the batch was taken.
+func (w *Worker) poll() (uint32, time.Time, error) {
+	s := w.sock
+	u := s.Umem()
+	rx, tx := s.RX(), s.TX()
+	// Completed TX frames go straight back to the fill ring, then any free
+	// frames top it up.
+	s.RecycleCompletions()
+	s.Refill()
+	if err := s.WakeupRX(); err != nil {
+		return 0, time.Time{}, err
+	}
+	n, idx := rx.Peek(w.batch)
+	if n == 0 {
+		if tx.Outstanding() > 0 {
+			if _, err := s.FlushTX(maxKicksPerBatch); err != nil {
+				return 0, time.Time{}, err
+			}
+		}
+		return 0, time.Time{}, nil
+	}
+	now := time.Now()
+	w.fwd.Begin(w.snap.Load(), int64(now.Sub(w.epoch)))
+	frameSize := u.FrameSize()
+	pkts := w.pkts[:n]
+	for i := range pkts {
+		d := rx.Get(idx + uint32(i))
+		base := u.Base(d.Addr)
+		w.bases[i] = base
+		pkts[i] = Packet{Buf: u.Frame(base, frameSize), Start: int(d.Addr - base), Len: int(d.Len)}
+	}
+	w.fwd.ForwardBatch(pkts)
+	got, tidx := tx.Reserve(n)
+	var sent uint32
+	w.drops = w.drops[:0]
+	for i := range pkts {
+		pk := &pkts[i]
+		base := w.bases[i]
+		if pk.Verdict == VerdictDrop {
+			w.drops = append(w.drops, base)
+			continue
+		}
+		if sent == got {
+			w.txRingFull++
+			w.drops = append(w.drops, base)
+			continue
+		}
+		tx.Set(tidx+sent, ring.Desc{Addr: base + uint64(pk.OutStart), Len: uint32(pk.OutLen)})
+		sent++
+	}
+	rx.Release(n)
+	tx.Submit(sent)
+	u.Free(w.drops)
+	if sent > 0 && s.NeedWakeupTX() {
+		if _, err := s.FlushTX(maxKicksPerBatch); err != nil {
+			return 0, time.Time{}, err
+		}
+	}
+	w.batches++
+	w.fwd.Flows().Sweep(int64(now.Sub(w.epoch)), sweepPerBatch)
+	return n, now, nil
+}
+
 // publish copies the worker's counters where other goroutines can read them.
 // It runs on the worker's goroutine, at most every publishInterval.
-func (w *worker) publish() {
+func (w *Worker) publish() {
 	// The counters belong to the snapshot of the last batch, not to one
 	// published since.
 	reals := 0
@@ -211,11 +297,16 @@ func (w *worker) publish() {
 	w.mu.Unlock()
 }
 
-// stats returns a copy of the last published counters.
-func (w *worker) stats() WorkerStats {
+// Stats returns a copy of the counters the worker last published: at most
+// publishInterval old while it runs, final once Run has returned. Any
+// goroutine may call it.
+func (w *Worker) Stats() WorkerStats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	out := w.published
 	out.Reals = append([]RealCounters(nil), w.published.Reals...)
 	return out
 }
+
+// stats is Stats, for the appliance's callers.
+func (w *Worker) stats() WorkerStats { return w.Stats() }
