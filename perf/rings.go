@@ -16,10 +16,11 @@ import (
 	"github.com/weirlb/weir/umem"
 )
 
-// RingsConfig configures the rings benchmark: weir's forwarding loop over
-// the real ring and umem code, against a simulated kernel (ring.SimKernel)
-// on another CPU that receives packets into the fill ring's frames and
-// transmits whatever the TX ring holds, as fast as it can.
+// RingsConfig configures the rings benchmark: the appliance's worker
+// (appliance.Worker, the loop every queue runs) over the real ring and umem
+// code, against a simulated kernel (ring.SimKernel) on another CPU that
+// receives packets into the fill ring's frames and transmits whatever the TX
+// ring holds, as fast as it can.
 type RingsConfig struct {
 	Mode     appliance.Mode
 	Family   int // 4 or 6
@@ -121,11 +122,15 @@ func RunRings(ctx context.Context, cfg RingsConfig) (RingsResult, error) {
 		defer wg.Done()
 		errs <- runPinned(cfg.KernelCPU, func() error { rb.kernel(&stop); return nil })
 	}()
+	// The worker pins (and locks) its own goroutine's thread.
+	wctx, stopWorker := context.WithCancel(context.Background())
+	defer stopWorker()
 	go func() {
 		defer wg.Done()
-		errs <- runPinned(cfg.CPU, func() error { return rb.forward(&stop) })
+		errs <- rb.worker.Run(wctx)
 	}()
 	halt := func() error {
+		stopWorker()
 		stop.Store(true)
 		wg.Wait()
 		close(errs)
@@ -133,13 +138,20 @@ func RunRings(ctx context.Context, cfg RingsConfig) (RingsResult, error) {
 		for err := range errs {
 			all = append(all, err)
 		}
+		// The worker has given back every frame it held: the ledger
+		// balances with nothing in hand.
+		if err := rb.u.Check(); err != nil {
+			all = append(all, fmt.Errorf("rings: %w", err))
+		} else if acc := rb.u.Accounting(); acc.InHand != 0 {
+			all = append(all, fmt.Errorf("rings: the worker stopped holding %d frames: %v", acc.InHand, acc))
+		}
 		return errors.Join(all...)
 	}
 
 	// Warm up: every flow established, caches and rings in their steady
 	// state.
 	warmUntil := time.Now().Add(warmUpLimit)
-	for rb.forwarded.Load() < uint64(2*cfg.Flows) && time.Now().Before(warmUntil) {
+	for rb.transmitted.Load() < uint64(2*cfg.Flows) && time.Now().Before(warmUntil) {
 		if !sleepCtx(ctx, 10*time.Millisecond) {
 			break
 		}
@@ -148,11 +160,11 @@ func RunRings(ctx context.Context, cfg RingsConfig) (RingsResult, error) {
 	var mpps []float64
 	var total uint64
 	for range cfg.Runs {
-		n0, t0 := rb.forwarded.Load(), time.Now()
+		n0, t0 := rb.transmitted.Load(), time.Now()
 		if !sleepCtx(ctx, cfg.Duration) {
 			break
 		}
-		n1, t1 := rb.forwarded.Load(), time.Now()
+		n1, t1 := rb.transmitted.Load(), time.Now()
 		mpps = append(mpps, float64(n1-n0)/t1.Sub(t0).Seconds()/1e6)
 		total += n1 - n0
 	}
@@ -163,7 +175,8 @@ func RunRings(ctx context.Context, cfg RingsConfig) (RingsResult, error) {
 		return RingsResult{}, err
 	}
 	st, _ := rb.sock.Stats()
-	c := rb.fwd.Counters()
+	ws := rb.worker.Stats() // final: Run has returned
+	c := &ws.Counters
 	if c.Dropped() != 0 {
 		return RingsResult{}, fmt.Errorf("rings: the forwarder dropped %d packets: the benchmark is broken", c.Dropped())
 	}
@@ -171,7 +184,7 @@ func RunRings(ctx context.Context, cfg RingsConfig) (RingsResult, error) {
 		MppsSpread: SpreadOf(mpps),
 		Mode:       cfg.Mode.String(), Family: cfg.Family, Size: cfg.Size, Flows: cfg.Flows,
 		BatchSize: cfg.BatchSize, RingSize: cfg.RingSize, Packets: total,
-		RXRingFull: st.RXRingFull, FillRingEmpty: st.RXFillRingEmptyDescs, TXRingFull: rb.txRingFull,
+		RXRingFull: st.RXRingFull, FillRingEmpty: st.RXFillRingEmptyDescs, TXRingFull: ws.TXRingFull,
 	}
 	r.Mpps = r.MppsSpread.Median
 	if r.Mpps > 0 {
@@ -199,24 +212,23 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 // ringsBench is the state of one rings benchmark: an in-memory socket, its
-// simulated kernel, a forwarder and the packets the kernel receives.
+// simulated kernel, the appliance's worker over it and the packets the
+// kernel receives.
 type ringsBench struct {
-	cfg  RingsConfig
-	u    *umem.Umem
-	sock *ring.Socket
-	sim  *ring.SimKernel
-	fwd  *appliance.Forwarder
-	snap *appliance.Snapshot
+	cfg    RingsConfig
+	u      *umem.Umem
+	sock   *ring.Socket
+	sim    *ring.SimKernel
+	snap   atomic.Pointer[appliance.Snapshot]
+	worker *appliance.Worker
 
-	// Kernel side.
-	pkts     [][]byte // one batch of packets to receive
-	clientAt int
-	seq      []uint32
-	pos      int
-
-	// Forwarding side; forwarded is read by the measuring goroutine.
-	forwarded  atomic.Uint64
-	txRingFull uint64 // read after the forwarder stopped
+	// Kernel side; transmitted (what left through the TX ring: the
+	// forwarder's throughput) is read by the measuring goroutine.
+	pkts        [][]byte // one batch of packets to receive
+	clientAt    int
+	seq         []uint32
+	pos         int
+	transmitted atomic.Uint64
 }
 
 func newRingsBench(cfg RingsConfig) (_ *ringsBench, err error) {
@@ -243,7 +255,8 @@ func newRingsBench(cfg RingsConfig) (_ *ringsBench, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("rings: %w", err)
 	}
-	rb := &ringsBench{cfg: cfg, u: u, fwd: fwd, snap: snap}
+	rb := &ringsBench{cfg: cfg, u: u}
+	rb.snap.Store(snap)
 	defer func() {
 		if err != nil {
 			rb.close()
@@ -251,6 +264,12 @@ func newRingsBench(cfg RingsConfig) (_ *ringsBench, err error) {
 	}()
 	rb.sock, rb.sim, err = ring.NewInMemory(ring.Config{
 		Umem: u, FillSize: cfg.RingSize, CompletionSize: cfg.RingSize, RXSize: cfg.RingSize, TXSize: cfg.RingSize,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rings: %w", err)
+	}
+	rb.worker, err = appliance.NewWorker(appliance.WorkerConfig{
+		CPU: cfg.CPU, Socket: rb.sock, Forwarder: fwd, Snapshot: &rb.snap, Batch: cfg.BatchSize,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rings: %w", err)
@@ -305,80 +324,13 @@ func (rb *ringsBench) kernel(stop *atomic.Bool) {
 		}
 		d := rb.sim.Deliver(rb.pkts)
 		t := rb.sim.Transmit(int(rb.cfg.RingSize), nil)
+		if t > 0 {
+			rb.transmitted.Add(uint64(t))
+		}
 		if d == 0 && t == 0 {
 			spin(50)
 		}
 	}
-}
-
-// forward is weir's worker loop (appliance/worker.go) without its idle
-// sleep, metrics publication and stop handling: recycle completions into
-// the fill ring, take a batch off the RX ring, ForwardBatch, put the frames
-// on the TX ring, kick when the ring asks for it.
-func (rb *ringsBench) forward(stop *atomic.Bool) error {
-	const maxKicks = 16
-	s, u, f := rb.sock, rb.u, rb.fwd
-	rx, tx := s.RX(), s.TX()
-	batch := uint32(rb.cfg.BatchSize)
-	pkts := make([]appliance.Packet, batch)
-	bases := make([]uint64, batch)
-	drops := make([]uint64, 0, batch)
-	epoch := time.Now()
-	frameSize := u.FrameSize()
-	s.Refill()
-	for !stop.Load() {
-		s.RecycleCompletions()
-		s.Refill()
-		n, idx := rx.Peek(batch)
-		if n == 0 {
-			if tx.Outstanding() > 0 {
-				if _, err := s.FlushTX(maxKicks); err != nil {
-					return err
-				}
-			}
-			continue
-		}
-		now := time.Now()
-		f.Begin(rb.snap, int64(now.Sub(epoch)))
-		ps := pkts[:n]
-		for i := range ps {
-			d := rx.Get(idx + uint32(i))
-			base := u.Base(d.Addr)
-			bases[i] = base
-			ps[i] = appliance.Packet{Buf: u.Frame(base, frameSize), Start: int(d.Addr - base), Len: int(d.Len)}
-		}
-		f.ForwardBatch(ps)
-		got, tidx := tx.Reserve(n)
-		var sent uint32
-		drops = drops[:0]
-		for i := range ps {
-			pk := &ps[i]
-			if pk.Verdict == appliance.VerdictDrop {
-				drops = append(drops, bases[i])
-				continue
-			}
-			if sent == got {
-				rb.txRingFull++
-				drops = append(drops, bases[i])
-				continue
-			}
-			tx.Set(tidx+sent, ring.Desc{Addr: bases[i] + uint64(pk.OutStart), Len: uint32(pk.OutLen)})
-			sent++
-		}
-		rx.Release(n)
-		tx.Submit(sent)
-		u.Free(drops)
-		if sent > 0 && s.NeedWakeupTX() {
-			if _, err := s.FlushTX(maxKicks); err != nil {
-				return err
-			}
-		}
-		f.Flows().Sweep(int64(now.Sub(epoch)), 4)
-		rb.forwarded.Add(uint64(sent))
-	}
-	// Hand every frame still in hand back, so the ledger balances.
-	s.RecycleCompletions()
-	return u.Check()
 }
 
 var spinSink uint64
