@@ -64,7 +64,7 @@ func fastTemplates() [][]byte {
 func checkSameAsGeneral(t *testing.T, frame []byte) {
 	t.Helper()
 	garbage := Parsed{
-		Key: FlowKey{Src: [16]byte{0xff, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, Dst: [16]byte{15: 0xee}, SrcPort: 1, DstPort: 2, Proto: 3, Family: 9},
+		Key:    FlowKey{Src: [16]byte{0xff, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, Dst: [16]byte{15: 0xee}, SrcPort: 1, DstPort: 2, Proto: 3, Family: 9},
 		Reason: ReasonBadICMP, VLANTags: 7, L3Off: 99, L4Off: 98, IPLen: 97, Family: 9, Proto: 96, TOS: 95,
 		DF: true, Fragment: true, ICMPError: true, ICMPType: 94, ICMPCode: 93, TCPFlags: 92,
 	}
