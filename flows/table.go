@@ -224,11 +224,13 @@ func usedSlots(tags uint64) uint64 {
 }
 
 // keyEqual compares field by field: the compiler inlines this as four 8-byte
-// and four small compares, where == on the struct (it has a blank field)
+// compares for the addresses and one 4-byte and one 2-byte compare for the
+// ports, protocol and family, where == on the struct (it has a blank field)
 // calls runtime.memequal.
 func keyEqual(a, b *packet.FlowKey) bool {
-	return a.Src == b.Src && a.Dst == b.Dst && a.SrcPort == b.SrcPort &&
-		a.DstPort == b.DstPort && a.Proto == b.Proto && a.Family == b.Family
+	return a.Src == b.Src && a.Dst == b.Dst &&
+		uint32(a.SrcPort)|uint32(a.DstPort)<<16 == uint32(b.SrcPort)|uint32(b.DstPort)<<16 &&
+		uint16(a.Proto)|uint16(a.Family)<<8 == uint16(b.Proto)|uint16(b.Family)<<8
 }
 
 // Lookup returns the backend remembered for k. On a hit it refreshes the
