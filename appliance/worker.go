@@ -235,36 +235,45 @@ func (w *Worker) poll() (uint32, time.Time, error) {
 	}
 	now := time.Now()
 	w.fwd.Begin(w.snap.Load(), int64(now.Sub(w.epoch)))
-	frameSize := u.FrameSize()
-	pkts := w.pkts[:n]
+	// Locals, not the worker's or the Umem's fields: the compiler keeps
+	// them in registers across the stores into the batch.
+	area, frameSize := u.Area(), uint64(u.FrameSize())
+	mask := frameSize - 1
+	pkts, bases := w.pkts[:n], w.bases[:n]
 	for i := range pkts {
 		d := rx.Get(idx + uint32(i))
-		base := u.Base(d.Addr)
-		w.bases[i] = base
-		pkts[i] = Packet{Buf: u.Frame(base, frameSize), Start: int(d.Addr - base), Len: int(d.Len)}
+		base := d.Addr &^ mask
+		bases[i] = base
+		// ForwardBatch sets the verdict and output bounds of every packet:
+		// only the input is written here.
+		pk := &pkts[i]
+		pk.Buf = area[base : base+frameSize : base+frameSize]
+		pk.Start, pk.Len = int(d.Addr&mask), int(d.Len)
 	}
 	w.fwd.ForwardBatch(pkts)
 	got, tidx := tx.Reserve(n)
-	var sent uint32
-	w.drops = w.drops[:0]
+	var sent, full uint32
+	drops := w.drops[:0]
 	for i := range pkts {
 		pk := &pkts[i]
-		base := w.bases[i]
+		base := bases[i]
 		if pk.Verdict == VerdictDrop {
-			w.drops = append(w.drops, base)
+			drops = append(drops, base)
 			continue
 		}
 		if sent == got {
-			w.txRingFull++
-			w.drops = append(w.drops, base)
+			full++
+			drops = append(drops, base)
 			continue
 		}
 		tx.Set(tidx+sent, ring.Desc{Addr: base + uint64(pk.OutStart), Len: uint32(pk.OutLen)})
 		sent++
 	}
+	w.drops = drops
+	w.txRingFull += uint64(full)
 	rx.Release(n)
 	tx.Submit(sent)
-	u.Free(w.drops)
+	u.Free(drops)
 	if sent > 0 && s.NeedWakeupTX() {
 		if _, err := s.FlushTX(maxKicksPerBatch); err != nil {
 			return 0, time.Time{}, err

@@ -220,6 +220,14 @@ func (u *Umem) Frame(addr uint64, n uint32) []byte {
 	return u.area[addr : addr+uint64(n) : end]
 }
 
+// Area is the whole mapped area: frame f spans
+// Area()[f*FrameSize() : (f+1)*FrameSize()], and an address is an offset into
+// it. A batch loop slices frames out of it directly, with one bounds check per
+// frame, rather than call Frame for each (its checks and the reloads of the
+// Umem's fields around every store to the batch cost more than the
+// slicing). Mind the frame boundaries, as Frame does.
+func (u *Umem) Area() []byte { return u.area }
+
 // Prepend grows the packet of length n at addr by hdr bytes towards the front
 // of its frame, for outer headers. It returns the new address (addr-hdr),
 // which is what goes into the TX descriptor, and the slice of hdr+n bytes
