@@ -81,6 +81,33 @@ func (r *producer[T]) reserve(n uint32) (got, idx uint32) {
 
 func (r *producer[T]) set(idx uint32, v T) { r.slots[idx&r.mask] = v }
 
+// span returns slots idx..idx+n-1 (n at most the ring size) as one slice, or
+// as two when they wrap around the end of the ring.
+func span[T any](slots []T, mask, idx, n uint32) (first, second []T) {
+	if n == 0 {
+		return nil, nil
+	}
+	i := idx & mask
+	if left := uint32(len(slots)) - i; n > left {
+		return slots[i:], slots[:n-left]
+	}
+	return slots[i : i+n], nil
+}
+
+// copySpans copies the slots of the source span (s1, s2) into the
+// destination span (d1, d2) of the same total length, with at most four
+// copies however the two wrap.
+func copySpans[T any](d1, d2, s1, s2 []T) {
+	c := copy(d1, s1)
+	if c < len(s1) { // d1 is full
+		c = copy(d2, s1[c:])
+		copy(d2[c:], s2)
+		return
+	}
+	c2 := copy(d1[c:], s2)
+	copy(d2, s2[c2:])
+}
+
 // submit publishes the first n reserved slots with one atomic store (release:
 // the slot writes are visible to whoever reads the new producer value) and
 // gives up the rest of the reservation.
@@ -157,6 +184,14 @@ func (r *consumer[T]) peek(max uint32) (n, idx uint32) {
 }
 
 func (r *consumer[T]) get(idx uint32) T { return r.slots[idx&r.mask] }
+
+// moveTo moves the first n peeked slots into n slots of dst reserved from
+// didx, without submitting or releasing them.
+func (r *consumer[T]) moveTo(dst *producer[T], didx, idx, n uint32) {
+	s1, s2 := span(r.slots, r.mask, idx, n)
+	d1, d2 := span(dst.slots, dst.mask, didx, n)
+	copySpans(d1, d2, s1, s2)
+}
 
 // release hands the first n peeked slots back to the producer with one
 // atomic store (release: our reads of the slots happen before the other side

@@ -245,14 +245,12 @@ func (s *Socket) RecycleCompletions() uint32 {
 		return 0
 	}
 	got, fidx := s.fill.Reserve(n)
-	for i := range got {
-		// The kernel masks fill addresses to the frame base (aligned mode).
-		s.fill.Set(fidx+i, s.comp.Get(idx+i))
-	}
+	// Whole runs of slots are copied at once. The kernel masks fill
+	// addresses to the frame base (aligned mode).
+	s.comp.r.moveTo(&s.fill.r, fidx, idx, got)
 	rest := s.scratch[:n-got]
-	for i := range rest {
-		rest[i] = s.comp.Get(idx + got + uint32(i))
-	}
+	r1, r2 := span(s.comp.r.slots, s.comp.r.mask, idx+got, n-got)
+	copySpans(rest, nil, r1, r2)
 	s.comp.Release(n)
 	s.fill.Submit(got)
 	s.u.Free(rest)
