@@ -98,20 +98,26 @@ func (h IPv4) ChecksumValid() bool { return Checksum(h[:h.HeaderLen()], 0) == 0x
 // WriteIPv4Header writes a 20-byte IPv4 header without options at b[0:20]
 // with a correct checksum. flags carries IPv4FlagDF when set.
 func WriteIPv4Header(b []byte, tos uint8, totalLen uint16, id uint16, flags uint16, ttl, proto uint8, src, dst [4]byte) {
-	_ = b[19]
-	b[0] = 0x45
-	b[1] = tos
-	binary.BigEndian.PutUint16(b[2:4], totalLen)
-	binary.BigEndian.PutUint16(b[4:6], id)
-	binary.BigEndian.PutUint16(b[6:8], flags)
-	b[8] = ttl
-	b[9] = proto
-	copy(b[12:16], src[:])
-	copy(b[16:20], dst[:])
-	// Sum the header words directly: a fixed 20-byte header needs no loop.
-	acc := uint64(0x4500|uint16(tos)) + uint64(totalLen) + uint64(id) + uint64(flags) +
-		uint64(uint16(ttl)<<8|uint16(proto)) +
-		uint64(binary.BigEndian.Uint16(src[0:2])) + uint64(binary.BigEndian.Uint16(src[2:4])) +
-		uint64(binary.BigEndian.Uint16(dst[0:2])) + uint64(binary.BigEndian.Uint16(dst[2:4]))
-	binary.BigEndian.PutUint16(b[10:12], ^fold64(acc))
+	w0, w1, w2 := ipv4Words(tos, totalLen, id, flags, ttl, proto)
+	putIPv4Header((*[IPv4MinLen]byte)(b), w0, w1, w2, binary.BigEndian.Uint32(src[:]), binary.BigEndian.Uint32(dst[:]))
+}
+
+// ipv4Words returns the first three 32-bit words of an IPv4 header without
+// options, the checksum left zero.
+func ipv4Words(tos uint8, totalLen uint16, id uint16, flags uint16, ttl, proto uint8) (w0, w1, w2 uint32) {
+	return 0x45<<24 | uint32(tos)<<16 | uint32(totalLen), uint32(id)<<16 | uint32(flags), uint32(ttl)<<24 | uint32(proto)<<16
+}
+
+// putIPv4Header stores the header words w0, w1 and w2 and the addresses src
+// and dst at h, with the checksum. The header is written as 32-bit words,
+// and the sum of those folds to the same one's complement sum as the ten
+// 16-bit words would. (The arguments are scalars so that they travel in
+// registers.)
+func putIPv4Header(h *[IPv4MinLen]byte, w0, w1, w2, src, dst uint32) {
+	acc := uint64(w0) + uint64(w1) + uint64(w2) + uint64(src) + uint64(dst)
+	binary.BigEndian.PutUint32(h[0:4], w0)
+	binary.BigEndian.PutUint32(h[4:8], w1)
+	binary.BigEndian.PutUint32(h[8:12], w2|uint32(^fold64(acc)))
+	binary.BigEndian.PutUint32(h[12:16], src)
+	binary.BigEndian.PutUint32(h[16:20], dst)
 }
