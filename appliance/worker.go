@@ -238,21 +238,18 @@ func (w *Worker) poll() (uint32, time.Time, error) {
 	// Locals, not the worker's or the Umem's fields: the compiler keeps
 	// them in registers across the stores into the batch.
 	area, frameSize := u.Area(), uint64(u.FrameSize())
-	mask := frameSize - 1
 	pkts, bases := w.pkts[:n], w.bases[:n]
-	for i := range pkts {
-		d := rx.Get(idx + uint32(i))
-		base := d.Addr &^ mask
-		bases[i] = base
-		// ForwardBatch sets the verdict and output bounds of every packet:
-		// only the input is written here.
-		pk := &pkts[i]
-		pk.Buf = area[base : base+frameSize : base+frameSize]
-		pk.Start, pk.Len = int(d.Addr&mask), int(d.Len)
-	}
+	// The batch's descriptors wrap around the end of the RX ring at most
+	// once.
+	d1, d2 := rx.Descs(idx, n)
+	loadBatch(pkts[:len(d1)], bases[:len(d1)], d1, area, frameSize)
+	loadBatch(pkts[len(d1):], bases[len(d1):], d2, area, frameSize)
 	w.fwd.ForwardBatch(pkts)
+	// The TX slots likewise: fill cur, then next; what finds no slot is
+	// dropped.
 	got, tidx := tx.Reserve(n)
-	var sent, full uint32
+	cur, next := tx.Slots(tidx, got)
+	var j, full int
 	drops := w.drops[:0]
 	for i := range pkts {
 		pk := &pkts[i]
@@ -261,14 +258,18 @@ func (w *Worker) poll() (uint32, time.Time, error) {
 			drops = append(drops, base)
 			continue
 		}
-		if sent == got {
-			full++
-			drops = append(drops, base)
-			continue
+		if j >= len(cur) {
+			if len(next) == 0 {
+				full++
+				drops = append(drops, base)
+				continue
+			}
+			cur, next, j = next, nil, 0
 		}
-		tx.Set(tidx+sent, ring.Desc{Addr: base + uint64(pk.OutStart), Len: uint32(pk.OutLen)})
-		sent++
+		cur[j] = ring.Desc{Addr: base + uint64(pk.OutStart), Len: uint32(pk.OutLen)}
+		j++
 	}
+	sent := got - uint32(len(cur)-j) - uint32(len(next))
 	w.drops = drops
 	w.txRingFull += uint64(full)
 	rx.Release(n)
@@ -282,6 +283,21 @@ func (w *Worker) poll() (uint32, time.Time, error) {
 	w.batches++
 	w.fwd.Flows().Sweep(int64(now.Sub(w.epoch)), sweepPerBatch)
 	return n, now, nil
+}
+
+// loadBatch points each packet at its frame in area and records the frame's
+// base, for descriptors of frames of frameSize bytes. ForwardBatch sets the
+// verdict and output bounds of every packet: only the input is written here.
+func loadBatch(pkts []Packet, bases []uint64, descs []ring.Desc, area []byte, frameSize uint64) {
+	mask := frameSize - 1
+	pkts, bases = pkts[:len(descs)], bases[:len(descs)]
+	for i, d := range descs {
+		base := d.Addr &^ mask
+		bases[i] = base
+		pk := &pkts[i]
+		pk.Buf = area[base : base+frameSize : base+frameSize]
+		pk.Start, pk.Len = int(d.Addr&mask), int(d.Len)
+	}
 }
 
 // publish copies the worker's counters where other goroutines can read them.

@@ -140,31 +140,59 @@ func TestWorkerRun(t *testing.T) {
 	}
 }
 
-// A batch larger than the room on the TX ring: what does not fit is counted
-// and its frames go back to the free stack, with the drops.
+// A batch larger than the room on the TX ring, in slots that wrap around
+// its end: what fits is sent in order, what does not is counted and its
+// frames go back to the free stack, with the drops.
 func TestWorkerTXRingFull(t *testing.T) {
 	r := newWorkerRig(t, rigSizes{frames: 128, fill: 64, rx: 64, tx: 16, comp: 16, batch: 32})
 	r.sock.Refill()
-	pkts := append(dsrFrames(30), frameOf(tcpPacket(client4, addr("198.18.0.1"), 1, 80, flagACK, 6)), make([]byte, 20))
+	good := dsrFrames(40)
+	var sent []uint16 // client ports, in the order they left
+	transmit := func() int {
+		return r.sim.Transmit(64, func(d ring.Desc, pkt []byte) {
+			if packet.MAC(pkt[6:12]) != localMAC {
+				t.Errorf("frame %#x not rewritten", d.Addr)
+			}
+			sent = append(sent, uint16(pkt[14+20])<<8|uint16(pkt[14+21]))
+		})
+	}
+	// 10 frames take TX slots 0..9.
+	if n := r.sim.Deliver(good[:10]); n != 10 {
+		t.Fatalf("delivered %d", n)
+	}
+	if n, _, err := r.w.poll(); n != 10 || err != nil {
+		t.Fatalf("poll: %d, %v", n, err)
+	}
+	if got := transmit(); got != 10 {
+		t.Fatalf("transmitted %d", got)
+	}
+	// 30 forwardable frames and two drops: 16 fit, in slots 10..15 and
+	// 0..9, and 14 do not.
+	pkts := append(good[10:40:40], frameOf(tcpPacket(client4, addr("198.18.0.1"), 1, 80, flagACK, 6)), make([]byte, 20))
 	if n := r.sim.Deliver(pkts); n != 32 {
 		t.Fatalf("delivered %d", n)
 	}
 	free := r.u.Available()
-	n, _, err := r.w.poll()
-	if err != nil || n != 32 {
+	if n, _, err := r.w.poll(); n != 32 || err != nil {
 		t.Fatalf("poll: %d, %v", n, err)
 	}
 	if r.w.txRingFull != 14 || r.u.Accounting().KernelTX != 16 {
 		t.Errorf("tx ring full %d, %v", r.w.txRingFull, r.u.Accounting())
 	}
-	// 14 that did not fit and 2 drops were freed, then a refill of the 32
-	// fill slots the batch emptied took them (and 16 more) back.
-	if got := r.u.Available(); got != free+16-32 {
-		t.Errorf("free frames %d, want %d", got, free+16-32)
+	// The 10 completions went back to the fill ring, 22 free frames
+	// filled the rest of the 32 slots the batch emptied, and the 14 that
+	// did not fit plus the 2 drops were freed.
+	if got, want := r.u.Available(), free-22+16; got != want {
+		t.Errorf("free frames %d, want %d", got, want)
 	}
 	r.checkLedger(t)
-	if got := r.sim.Transmit(64, nil); got != 16 {
+	if got := transmit(); got != 16 {
 		t.Errorf("transmitted %d", got)
+	}
+	for i, port := range sent {
+		if want := uint16(1024 + i); port != want {
+			t.Fatalf("frame %d left with client port %d, want %d (sent %v)", i, port, want, sent)
+		}
 	}
 	// The next turn takes the 16 completions; the fill ring is full, so
 	// their frames go to the free stack.

@@ -79,6 +79,14 @@ func (q *TXQueue) Reserve(n uint32) (got, idx uint32) { return q.r.reserve(n) }
 // d.Addr+d.Len stays inside it.
 func (q *TXQueue) Set(idx uint32, d Desc) { q.r.set(idx, d) }
 
+// Slots returns reserved slots idx..idx+n-1 (n at most what Reserve granted)
+// as one slice, or as two when they wrap around the end of the ring: a batch
+// loop fills them directly instead of calling Set for each. Submit publishes
+// them in order, first slice first.
+func (q *TXQueue) Slots(idx, n uint32) (first, second []Desc) {
+	return span(q.r.slots, q.r.mask, idx, n)
+}
+
 // Submit publishes the first n reserved slots and gives up the rest of the
 // reservation. The frames leave user space's hands. On most devices the
 // kernel only transmits after a kick: see Socket.FlushTX.
@@ -124,6 +132,14 @@ func (q *RXQueue) Peek(max uint32) (n, idx uint32) { return q.r.peek(max) }
 
 // Get returns the descriptor in peeked slot idx.
 func (q *RXQueue) Get(idx uint32) Desc { return q.r.get(idx) }
+
+// Descs returns peeked descriptors idx..idx+n-1 (n at most what Peek
+// returned) as one slice, or as two when they wrap around the end of the
+// ring: a batch loop reads them directly instead of calling Get for each.
+// They are the ring's own slots: read them before Release, never write them.
+func (q *RXQueue) Descs(idx, n uint32) (first, second []Desc) {
+	return span(q.r.slots, q.r.mask, idx, n)
+}
 
 // Release hands the first n peeked slots back to the kernel. Their frames
 // are now in user space's hands: transmit them, refill them, or free them.
