@@ -93,9 +93,10 @@ type Worker struct {
 	epoch time.Time // monotonic origin of the forwarder's clock
 
 	started    atomic.Bool
-	pkts       []Packet // the batch handed to ForwardBatch
-	bases      []uint64 // UMEM address of each batch frame
-	drops      []uint64 // frames to free after a batch
+	pkts       []Packet    // the batch handed to ForwardBatch
+	bases      []uint64    // UMEM address of each batch frame
+	out        []ring.Desc // the batch's TX descriptors
+	drops      []uint64    // frames to free after a batch
 	txRingFull uint64
 	batches    uint64
 
@@ -136,7 +137,8 @@ func newWorker(queue, cpu int, sock *ring.Socket, fwd *Forwarder, snap *atomic.P
 		epoch: epoch,
 		pkts:  make([]Packet, batch),
 		bases: make([]uint64, batch),
-		drops: make([]uint64, 0, batch),
+		out:   make([]ring.Desc, batch),
+		drops: make([]uint64, batch),
 	}
 }
 
@@ -245,33 +247,32 @@ func (w *Worker) poll() (uint32, time.Time, error) {
 	loadBatch(pkts[:len(d1)], bases[:len(d1)], d1, area, frameSize)
 	loadBatch(pkts[len(d1):], bases[len(d1):], d2, area, frameSize)
 	w.fwd.ForwardBatch(pkts)
-	// The TX slots likewise: fill cur, then next; what finds no slot is
-	// dropped.
-	got, tidx := tx.Reserve(n)
-	cur, next := tx.Slots(tidx, got)
-	var j, full int
-	drops := w.drops[:0]
+	// Compact what is to be sent, in order, then copy as much of it as the
+	// TX ring takes (in two runs where the ring wraps) with copy: no ring
+	// arithmetic, call or append in the per-packet loop.
+	out, drops := w.out[:n], w.drops[:n]
+	var k, nd int
 	for i := range pkts {
 		pk := &pkts[i]
-		base := bases[i]
 		if pk.Verdict == VerdictDrop {
-			drops = append(drops, base)
+			drops[nd] = bases[i]
+			nd++
 			continue
 		}
-		if j >= len(cur) {
-			if len(next) == 0 {
-				full++
-				drops = append(drops, base)
-				continue
-			}
-			cur, next, j = next, nil, 0
-		}
-		cur[j] = ring.Desc{Addr: base + uint64(pk.OutStart), Len: uint32(pk.OutLen)}
-		j++
+		out[k] = ring.Desc{Addr: bases[i] + uint64(pk.OutStart), Len: uint32(pk.OutLen)}
+		k++
 	}
-	sent := got - uint32(len(cur)-j) - uint32(len(next))
-	w.drops = drops
-	w.txRingFull += uint64(full)
+	got, tidx := tx.Reserve(uint32(k))
+	t1, t2 := tx.Slots(tidx, got)
+	c := copy(t1, out)
+	copy(t2, out[c:])
+	sent := got
+	for _, d := range out[got:k] {
+		drops[nd] = d.Addr &^ (frameSize - 1)
+		nd++
+	}
+	w.txRingFull += uint64(uint32(k) - got)
+	drops = drops[:nd]
 	rx.Release(n)
 	tx.Submit(sent)
 	u.Free(drops)
