@@ -158,9 +158,7 @@ func (f *Forwarder) ForwardBatch(pkts []Packet) {
 	}
 	// A tight loop of independent loads keeps many misses in flight at
 	// once; interleaved with parsing, only one or two would be.
-	for i := range pkts {
-		f.flows.Prefetch(ps.hash[i])
-	}
+	f.flows.PrefetchAll(ps.hash[:len(pkts)])
 	for i := range pkts {
 		pk := &pkts[i]
 		pk.Verdict, pk.OutStart, pk.OutLen = f.decide(pk, &ps.parsed[i], ps.hash[i])
