@@ -289,6 +289,12 @@ func (w *Worker) poll() (uint32, time.Time, error) {
 // loadBatch points each packet at its frame in area and records the frame's
 // base, for descriptors of frames of frameSize bytes. ForwardBatch sets the
 // verdict and output bounds of every packet: only the input is written here.
+//
+// Not inlined: inside poll, the values poll keeps live across the loop were
+// spilled and reloaded on every packet (the write barrier's slow path is a
+// call); on its own the loop keeps everything in registers.
+//
+//go:noinline
 func loadBatch(pkts []Packet, bases []uint64, descs []ring.Desc, area []byte, frameSize uint64) {
 	mask := frameSize - 1
 	pkts, bases = pkts[:len(descs)], bases[:len(descs)]
