@@ -99,25 +99,27 @@ func (h IPv4) ChecksumValid() bool { return Checksum(h[:h.HeaderLen()], 0) == 0x
 // with a correct checksum. flags carries IPv4FlagDF when set.
 func WriteIPv4Header(b []byte, tos uint8, totalLen uint16, id uint16, flags uint16, ttl, proto uint8, src, dst [4]byte) {
 	w0, w1, w2 := ipv4Words(tos, totalLen, id, flags, ttl, proto)
-	putIPv4Header((*[IPv4MinLen]byte)(b), w0, w1, w2, binary.BigEndian.Uint32(src[:]), binary.BigEndian.Uint32(dst[:]))
+	putIPv4Header((*[IPv4MinLen]byte)(b), w0, w1, w2,
+		uint64(binary.BigEndian.Uint32(src[:])), uint64(binary.BigEndian.Uint32(dst[:])))
 }
 
 // ipv4Words returns the first three 32-bit words of an IPv4 header without
 // options, the checksum left zero.
-func ipv4Words(tos uint8, totalLen uint16, id uint16, flags uint16, ttl, proto uint8) (w0, w1, w2 uint32) {
-	return 0x45<<24 | uint32(tos)<<16 | uint32(totalLen), uint32(id)<<16 | uint32(flags), uint32(ttl)<<24 | uint32(proto)<<16
+func ipv4Words(tos uint8, totalLen uint16, id uint16, flags uint16, ttl, proto uint8) (w0, w1, w2 uint64) {
+	return 0x45<<24 | uint64(tos)<<16 | uint64(totalLen), uint64(id)<<16 | uint64(flags), uint64(ttl)<<24 | uint64(proto)<<16
 }
 
-// putIPv4Header stores the header words w0, w1 and w2 and the addresses src
-// and dst at h, with the checksum. The header is written as 32-bit words,
-// and the sum of those folds to the same one's complement sum as the ten
-// 16-bit words would. (The arguments are scalars so that they travel in
-// registers.)
-func putIPv4Header(h *[IPv4MinLen]byte, w0, w1, w2, src, dst uint32) {
-	acc := uint64(w0) + uint64(w1) + uint64(w2) + uint64(src) + uint64(dst)
-	binary.BigEndian.PutUint32(h[0:4], w0)
-	binary.BigEndian.PutUint32(h[4:8], w1)
-	binary.BigEndian.PutUint32(h[8:12], w2|uint32(^fold64(acc)))
-	binary.BigEndian.PutUint32(h[12:16], src)
-	binary.BigEndian.PutUint32(h[16:20], dst)
+// putIPv4Header stores the 32-bit header words w0, w1 and w2 (checksum
+// zero) and the addresses src and dst at h, with the checksum. The five
+// words sum to less than 2^35, and that sum folds to the same one's
+// complement sum as the ten 16-bit words would. It is small enough to
+// inline, and takes scalars so that nothing goes through memory.
+func putIPv4Header(h *[IPv4MinLen]byte, w0, w1, w2, src, dst uint64) {
+	acc := w0 + w1 + w2 + src + dst
+	acc = acc>>16 + acc&0xffff // < 2^20 (2^16 is 1 in one's complement)
+	acc = acc>>16 + acc&0xffff // <= 0xffff + 15
+	acc = acc>>16 + acc&0xffff // <= 0xffff
+	binary.BigEndian.PutUint64(h[0:8], w0<<32|w1)
+	binary.BigEndian.PutUint64(h[8:16], (w2|^acc&0xffff)<<32|src)
+	binary.BigEndian.PutUint32(h[16:20], uint32(dst))
 }
