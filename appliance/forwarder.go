@@ -295,78 +295,95 @@ func (f *Forwarder) unknownVIP(p *packet.Parsed) DropReason {
 // encapsulate puts the outer headers of vip's mode in front of the IP packet,
 // or handles a packet that would not fit the VIP's MTU.
 func (f *Forwarder) encapsulate(buf []byte, start int, p *packet.Parsed, vip *vipState, r *realState, hash uint64) (Verdict, int, int) {
-	s := f.snap
 	l2Len := int(p.L3Off)
 	ipLen := int(p.IPLen)
 	outer := packet.IPv4MinLen
 	if r.family == 6 {
 		outer = packet.IPv6Len
 	}
-	extra := 0
+	extra, proto := 0, packet.InnerProto(p.Family)
 	if vip.Mode == ModeGUE {
-		extra = packet.UDPLen
+		extra, proto = packet.UDPLen, packet.ProtoUDP
 	}
 	total := outer + extra + ipLen
 	if total > vip.mtu {
-		if vip.TooBig == TooBigICMP && p.DF && !p.ICMPError {
-			if start < packet.IPv6Len+packet.ICMPHeaderLen {
-				return f.drop(DropNoHeadroom)
-			}
-			ns, n := packet.WriteICMPTooBig(buf, start, p, uint32(vip.mtu-outer-extra))
-			packet.Ethernet(buf[ns:]).SetSrc(s.localMAC)
-			f.c.Replies++
-			return VerdictReply, ns, n
-		}
-		return f.drop(DropTooBig)
+		return f.tooBig(buf, start, p, vip, outer+extra)
 	}
 	if start < outer+extra {
 		return f.drop(DropNoHeadroom)
 	}
-	innerProto := packet.InnerProto(p.Family)
-	proto := innerProto
-	if vip.Mode == ModeGUE {
-		proto = packet.ProtoUDP
+	if r.family != 4 {
+		// The rarer IPv6 outer header has its own function, so that the
+		// IPv4 path here keeps few values across its one call.
+		return f.encapsulate6(buf, start, p, vip, r, hash, extra, proto, total)
 	}
-	var ns int
-	if r.family == 4 {
-		src := s.local4
-		if vip.srcPrefix {
-			src = craft4(vip, hash)
-		}
-		var id uint16
-		if !p.DF {
-			f.ipID++
-			id = f.ipID
-		}
-		ns = packet.EncapIPv4(buf, start, l2Len, ipLen, extra, proto, p.TOS, p.DF, id, src, r.addr4)
-		if vip.Mode == ModeGUE {
-			// A zero UDP checksum is allowed over IPv4 (RFC 768) and saves a
-			// pass over the whole packet.
-			packet.WriteUDPHeader(buf[ns+l2Len+packet.IPv4MinLen:], gueSourcePort(hash), vip.gueport, uint16(extra+ipLen), 0)
-		}
-	} else {
-		src := s.local6
-		if vip.srcPrefix {
-			src = craft6(vip, hash)
-		}
-		ns = packet.EncapIPv6(buf, start, l2Len, ipLen, extra, proto, p.TOS, uint32(hash)&0xfffff, &src, &r.addr6)
-		if vip.Mode == ModeGUE {
-			// IPv6 requires a UDP checksum (RFC 8200 section 8.1).
-			u := buf[ns+l2Len+packet.IPv6Len:]
-			udpLen := extra + ipLen
-			packet.WriteUDPHeader(u, gueSourcePort(hash), vip.gueport, uint16(udpLen), 0)
-			sum := packet.PseudoHeaderSum(src[:], r.addr6[:], packet.ProtoUDP, uint32(udpLen))
-			ck := packet.Finish(packet.Checksum(u[:udpLen], uint32(sum)))
-			if ck == 0 {
-				ck = 0xffff
-			}
-			packet.UDP(u).SetChecksum(ck)
-		}
+	s := f.snap
+	src := s.local4
+	if vip.srcPrefix {
+		src = craft4(vip, hash)
+	}
+	var id uint16
+	if !p.DF {
+		f.ipID++
+		id = f.ipID
+	}
+	ns := packet.EncapIPv4(buf, start, l2Len, ipLen, extra, proto, p.TOS, p.DF, id, src, r.addr4)
+	if extra != 0 {
+		// GUE. A zero UDP checksum is allowed over IPv4 (RFC 768) and saves
+		// a pass over the whole packet.
+		packet.WriteUDPHeader(buf[ns+l2Len+packet.IPv4MinLen:], gueSourcePort(hash), vip.gueport, uint16(extra+ipLen), 0)
 	}
 	eth := packet.Ethernet(buf[ns:])
 	eth.SetDst(r.mac)
 	eth.SetSrc(s.localMAC)
 	return VerdictTX, ns, l2Len + total
+}
+
+// encapsulate6 finishes encapsulate for a real with an IPv6 address: extra
+// is the UDP header's length for GUE (0 for IPIP), proto the outer next
+// header and total the length of the packet from the outer header on.
+func (f *Forwarder) encapsulate6(buf []byte, start int, p *packet.Parsed, vip *vipState, r *realState, hash uint64, extra int, proto uint8, total int) (Verdict, int, int) {
+	s := f.snap
+	l2Len := int(p.L3Off)
+	ipLen := int(p.IPLen)
+	src := s.local6
+	if vip.srcPrefix {
+		src = craft6(vip, hash)
+	}
+	ns := packet.EncapIPv6(buf, start, l2Len, ipLen, extra, proto, p.TOS, uint32(hash)&0xfffff, &src, &r.addr6)
+	if vip.Mode == ModeGUE {
+		// IPv6 requires a UDP checksum (RFC 8200 section 8.1).
+		u := buf[ns+l2Len+packet.IPv6Len:]
+		udpLen := extra + ipLen
+		packet.WriteUDPHeader(u, gueSourcePort(hash), vip.gueport, uint16(udpLen), 0)
+		sum := packet.PseudoHeaderSum(src[:], r.addr6[:], packet.ProtoUDP, uint32(udpLen))
+		ck := packet.Finish(packet.Checksum(u[:udpLen], uint32(sum)))
+		if ck == 0 {
+			ck = 0xffff
+		}
+		packet.UDP(u).SetChecksum(ck)
+	}
+	eth := packet.Ethernet(buf[ns:])
+	eth.SetDst(r.mac)
+	eth.SetSrc(s.localMAC)
+	return VerdictTX, ns, l2Len + total
+}
+
+// tooBig handles a packet that would not fit the VIP's MTU once overhead
+// bytes of outer headers are added: an ICMP "too big" reply to the client
+// when the VIP asks for one and the packet may not be fragmented, a drop
+// otherwise.
+func (f *Forwarder) tooBig(buf []byte, start int, p *packet.Parsed, vip *vipState, overhead int) (Verdict, int, int) {
+	if vip.TooBig == TooBigICMP && p.DF && !p.ICMPError {
+		if start < packet.IPv6Len+packet.ICMPHeaderLen {
+			return f.drop(DropNoHeadroom)
+		}
+		ns, n := packet.WriteICMPTooBig(buf, start, p, uint32(vip.mtu-overhead))
+		packet.Ethernet(buf[ns:]).SetSrc(f.snap.localMAC)
+		f.c.Replies++
+		return VerdictReply, ns, n
+	}
+	return f.drop(DropTooBig)
 }
 
 // gueSourcePort spreads flows over the ephemeral port range (RFC 6335) so that
