@@ -14,8 +14,10 @@
 // view is short, and publishes its own with one atomic store (release).
 // Indices are free-running uint32s that wrap at 2^32. The batch API is
 // Reserve/Set/Submit for the rings we fill and Peek/Get/Release for the rings
-// we drain; Put and Take copy whole batches. None of it allocates, locks or
-// makes a system call.
+// we drain; Put and Take copy whole batches, and RXQueue.Descs and
+// TXQueue.Slots hand a batch's slots out as (at most two) slices for loops
+// that should not pay a mask and bounds check per descriptor. None of it
+// allocates, locks or makes a system call.
 //
 // # Ownership
 //

@@ -34,7 +34,9 @@
 //
 // # Lifetime
 //
-// New maps and populates the area. A Umem serves one socket at a time:
+// New maps and populates the area (on transparent huge pages when it is
+// 2 MiB or more and the kernel has them, so that frames spread over the
+// area do not each cost a TLB miss). A Umem serves one socket at a time:
 // Register (called by ring.Open) claims it and registers it with the kernel
 // (XDP_UMEM_REG). When the socket is closed the kernel gives up every frame,
 // and ring's Socket.Close calls Reclaim: all frames are free again and the
