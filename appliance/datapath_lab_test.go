@@ -197,9 +197,9 @@ func parseReply(resp *http.Response, body []byte) (reply, error) {
 	return r, nil
 }
 
-// settle waits until the appliance's published counters stop moving (the
-// workers publish at least every idleWait when idle), so that Stop's final
-// counters see no packet in flight.
+// settle waits until the appliance's published counters stop moving (they
+// are at most StatsMaxAge old), so that Stop's final counters see no packet
+// in flight.
 func (l *dsrLab) settle(t *testing.T) Stats {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -211,7 +211,7 @@ func (l *dsrLab) settle(t *testing.T) Stats {
 		if time.Now().After(deadline) {
 			t.Fatalf("counters still moving after 5s: %+v", prev.Total)
 		}
-		time.Sleep(2 * idleWait)
+		time.Sleep(StatsMaxAge)
 		st, err := l.app.Stats()
 		if err != nil {
 			t.Fatalf("stats: %v", err)

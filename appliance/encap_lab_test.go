@@ -152,18 +152,22 @@ func (l *encapLab) stats(t *testing.T) Counters {
 }
 
 // settle waits until the workers have published counters that no longer
-// change (they publish once per batch or idle period).
+// change, or 5 s (a stalled connection may keep retransmitting), and
+// returns them.
 func (l *encapLab) settle(t *testing.T) Counters {
 	t.Helper()
+	// Two equal reads further apart than the workers' publishing delay:
+	// anything forwarded before the first was published by the second.
 	prev := l.stats(t)
-	for range 50 {
-		time.Sleep(100 * time.Millisecond)
+	for range 25 {
+		time.Sleep(StatsMaxAge + 50*time.Millisecond)
 		c := l.stats(t)
 		if c == prev {
 			return c
 		}
 		prev = c
 	}
+	t.Logf("counters still moving after 5 s")
 	return prev
 }
 

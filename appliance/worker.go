@@ -21,9 +21,11 @@ const (
 	// the TX ring (copy mode moves at most 32 descriptors per call).
 	maxKicksPerBatch = 16
 	// idleWait is how long an idle worker sleeps in poll before it checks for
-	// a stop request and publishes its counters.
+	// a stop request and, if publishInterval has passed, publishes its
+	// counters.
 	idleWait = 50 * time.Millisecond
-	// publishInterval is how often a busy worker publishes its counters.
+	// publishInterval is how often a worker publishes its counters, busy or
+	// idle.
 	publishInterval = 100 * time.Millisecond
 	// sweepPerBatch and sweepIdle bound the flow-table buckets swept for
 	// expired entries per batch and per idle sweep; idle sweeps run at most
@@ -329,9 +331,15 @@ func (w *Worker) publish() {
 	w.mu.Unlock()
 }
 
+// StatsMaxAge bounds how old a running worker's published counters are: a
+// worker publishes every publishInterval, and an idle one notices that the
+// interval has passed within idleWait. A reader that wants every packet
+// counted waits until two reads at least StatsMaxAge apart agree.
+const StatsMaxAge = publishInterval + idleWait
+
 // Stats returns a copy of the counters the worker last published: at most
-// publishInterval old while it runs, final once Run has returned. Any
-// goroutine may call it.
+// StatsMaxAge old while it runs, final once Run has returned. Any goroutine
+// may call it.
 func (w *Worker) Stats() WorkerStats {
 	w.mu.Lock()
 	defer w.mu.Unlock()

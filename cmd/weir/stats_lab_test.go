@@ -196,12 +196,12 @@ func statsJSON(t *testing.T, addr string) statsReport {
 	return r
 }
 
-// settleStats waits until the appliance's counters stop moving: the workers
-// publish them every 100 ms while busy and every 50 ms when idle.
+// settleStats waits until the appliance's counters stop moving: what the
+// workers publish is at most appliance.StatsMaxAge old.
 func settleStats(t *testing.T, app *appliance.Appliance) {
 	t.Helper()
 	var prev appliance.Counters
-	for stable, deadline := 0, time.Now().Add(5*time.Second); stable < 3; time.Sleep(100 * time.Millisecond) {
+	for stable, deadline := 0, time.Now().Add(5*time.Second); stable < 2; time.Sleep(appliance.StatsMaxAge) {
 		if time.Now().After(deadline) {
 			t.Fatal("counters still moving after 5s")
 		}
