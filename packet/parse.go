@@ -112,11 +112,7 @@ func Parse(frame []byte, p *Parsed) {
 		parse(frame, p)
 		return
 	}
-	k := &p.Key
-	k.Src, k.Dst = [16]byte{}, [16]byte{}
-	*(*[4]byte)(k.Src[:4]) = [4]byte(h[l3+12 : l3+16])
-	*(*[4]byte)(k.Dst[:4]) = [4]byte(h[l3+16 : l3+20])
-	k.SrcPort, k.DstPort, k.Proto, k.Family = sp, dp, proto, 4
+	p.Key.setV4(h[l3+12:l3+16], h[l3+16:l3+20], sp, dp, proto)
 	p.Reason, p.VLANTags = OK, 0
 	p.L3Off, p.L4Off, p.IPLen = l3, l4, uint16(total)
 	p.Family, p.Proto, p.TOS = 4, proto, h[l3+1]
@@ -153,10 +149,7 @@ func parseFast6(frame []byte, p *Parsed) bool {
 	if !ok {
 		return false
 	}
-	k := &p.Key
-	k.Src = [16]byte(h[l3+8 : l3+24])
-	k.Dst = [16]byte(h[l3+24 : l3+40])
-	k.SrcPort, k.DstPort, k.Proto, k.Family = sp, dp, proto, 6
+	p.Key.setV6(h[l3+8:l3+24], h[l3+24:l3+40], sp, dp, proto)
 	p.Reason, p.VLANTags = OK, 0
 	p.L3Off, p.L4Off, p.IPLen = l3, l4, uint16(total)
 	p.Family, p.Proto, p.TOS = 6, proto, uint8(binary.BigEndian.Uint16(h[l3:l3+2])>>4)
