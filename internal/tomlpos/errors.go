@@ -18,6 +18,9 @@ func ParseError(data []byte, err error) (msg string, at Pos, ok bool) {
 	if !errors.As(err, &pe) {
 		return "", Pos{}, false
 	}
+	// The decoder drops a byte-order mark before it parses, so its offsets
+	// count from after the mark.
+	data = bytes.TrimPrefix(data, []byte("\ufeff"))
 	at = Pos{pe.Position.Line, pe.Position.Col}
 	if s := pe.Position.Start; s >= 0 && s <= len(data) && pe.Position.Line > 0 {
 		at = posAt(data, s)

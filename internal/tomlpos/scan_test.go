@@ -207,6 +207,9 @@ func TestParseError(t *testing.T) {
 		{"a = 1\n[x\n", Pos{2, 3}, "to end table name"},                   // the decoder says 3:3
 		{"a = [1\n", Pos{1, 7}, "expected a comma"},                       // at the end of the file
 		{"a = 1\n  b = \n", Pos{2, 7}, "expected value"},
+		// A byte-order mark is not part of the first line's columns.
+		{"\ufeffa = @\n", Pos{1, 5}, "expected value"},
+		{"\ufeffx = 1\na = @\n", Pos{2, 5}, "expected value"},
 	} {
 		var m map[string]any
 		_, err := toml.Decode(tc.doc, &m)
