@@ -17,6 +17,12 @@
 //   - Forwarder (forwarder.go) belongs to one worker goroutine: its flow
 //     table and counters are never shared, and it takes no lock, makes no
 //     system call and allocates nothing per packet.
+//   - Worker (worker.go) is one queue's forwarding loop: NewWorker binds a
+//     Forwarder to a socket and the published snapshot; Run, on a goroutine
+//     locked to its CPU, receives, forwards and transmits batches until its
+//     context ends, then hands every frame it held back to the UMEM. Its
+//     counters are published for other goroutines at most StatsMaxAge late.
+//     The Appliance makes one per queue; package perf drives one directly.
 //   - Appliance (appliance.go) ties it together for one interface: Start
 //     loads the firmware, opens a UMEM, socket and worker per queue and
 //     attaches the redirect program; Publish swaps in a new model without
