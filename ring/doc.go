@@ -36,9 +36,9 @@
 //
 // With need_wakeup (the default) the kernel says through ring flags when a
 // syscall is needed. TX: when NeedWakeupTX, KickTX (sendto) makes the kernel
-// send; in copy mode one kick moves at most 32 descriptors (or
-// Config.TXBudget on Linux 6.17+), so FlushTX kicks until the ring is empty,
-// up to a bound. EAGAIN, EBUSY, ENOBUFS and ENETDOWN from a kick mean "not
+// send; in copy mode one kick moves at most Config.TXBudget descriptors,
+// the whole TX ring unless set lower (Linux 6.17+; 32 before), so FlushTX
+// kicks until the ring is empty, up to a bound. EAGAIN, EBUSY, ENOBUFS and ENETDOWN from a kick mean "not
 // now" and are counted, not returned. Reap completions every batch: a full
 // completion ring stops TX. RX: when NeedWakeupFill, WakeupRX (recvfrom)
 // wakes the driver; on veth it never asks. An idle worker blocks in Wait

@@ -250,8 +250,17 @@ func TestConfigNormalize(t *testing.T) {
 		}
 	}
 	c, err := Config{Umem: u, TXSize: 64}.normalize()
-	if err != nil || c.FillSize != DefaultRingSize || c.TXSize != 64 {
+	if err != nil || c.FillSize != DefaultRingSize || c.TXSize != 64 || c.TXBudget != 64 {
 		t.Fatalf("normalize defaults = %+v, %v", c, err)
+	}
+	// A TX ring no larger than the kernel's own budget leaves it alone.
+	for _, size := range []uint32{16, KernelTXBudget} {
+		if c, err := (Config{Umem: u, TXSize: size}).normalize(); err != nil || c.TXBudget != 0 {
+			t.Fatalf("normalize with a TX ring of %d = %+v, %v; want no budget", size, c, err)
+		}
+	}
+	if c, err := (Config{Umem: u, TXBudget: KernelTXBudget}).normalize(); err != nil || c.TXBudget != KernelTXBudget {
+		t.Fatalf("normalize with the kernel's budget = %+v, %v", c, err)
 	}
 }
 

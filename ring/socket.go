@@ -90,12 +90,20 @@ type Config struct {
 	// default) the kernel says through the ring flags when a syscall is
 	// needed, and the socket skips syscalls that are not.
 	NoNeedWakeup bool
-	// TXBudget, when not zero, sets XDP_MAX_TX_SKB_BUDGET in copy mode: how
-	// many descriptors one sendto may move (the kernel's default is 32). It
-	// must lie in [32, TXSize]. Kernels before 6.17 lack the option; it is
-	// then ignored and Socket.TXBudget reports 0.
+	// TXBudget sets XDP_MAX_TX_SKB_BUDGET in copy mode: how many
+	// descriptors one sendto may move (the kernel's own default is
+	// KernelTXBudget). It must lie in [KernelTXBudget, TXSize]; zero means
+	// TXSize, so that one kick drains the ring (on veth that halved the
+	// kicks per packet of a worker taking batches of 64, at the same
+	// throughput, see the README's Performance section). Kernels before
+	// 6.17 lack the option; it is then ignored and Socket.TXBudget reports
+	// 0.
 	TXBudget uint32
 }
+
+// KernelTXBudget is how many descriptors one sendto moves in copy mode when
+// nothing else is set (the kernel's TX_BATCH_SIZE).
+const KernelTXBudget = 32
 
 func (c Config) normalize() (Config, error) {
 	if c.Umem == nil {
@@ -115,8 +123,11 @@ func (c Config) normalize() (Config, error) {
 	if c.ZeroCopy > ZeroCopyNever {
 		return c, fmt.Errorf("unknown zero-copy policy %v", c.ZeroCopy)
 	}
-	if c.TXBudget != 0 && (c.TXBudget < 32 || c.TXBudget > c.TXSize) {
-		return c, fmt.Errorf("tx budget %d: must lie in [32, tx ring size %d]", c.TXBudget, c.TXSize)
+	if c.TXBudget == 0 && c.TXSize > KernelTXBudget {
+		c.TXBudget = c.TXSize
+	}
+	if c.TXBudget != 0 && (c.TXBudget < KernelTXBudget || c.TXBudget > c.TXSize) {
+		return c, fmt.Errorf("tx budget %d: must lie in [%d, tx ring size %d]", c.TXBudget, KernelTXBudget, c.TXSize)
 	}
 	return c, nil
 }
@@ -179,7 +190,9 @@ func (s *Socket) Mode() Mode { return s.mode }
 // kernel's errno, EOPNOTSUPP on veth); nil otherwise.
 func (s *Socket) ZeroCopyError() error { return s.zcErr }
 
-// TXBudget is the XDP_MAX_TX_SKB_BUDGET set on the socket, 0 if none was.
+// TXBudget is the XDP_MAX_TX_SKB_BUDGET set on the socket, 0 if none was
+// (zero-copy mode, a kernel before 6.17, or a TX ring of at most
+// KernelTXBudget entries).
 func (s *Socket) TXBudget() uint32 { return s.txBudget }
 
 // Ifindex is the bound interface's index.
@@ -258,8 +271,8 @@ func (s *Socket) RecycleCompletions() uint32 {
 }
 
 // FlushTX kicks the kernel until it has taken every submitted TX descriptor,
-// at most maxKicks times: in copy mode one sendto moves at most 32
-// descriptors (or TXBudget). It stops early when the kernel does not need a
+// at most maxKicks times: in copy mode one sendto moves at most TXBudget
+// descriptors (32 on kernels before 6.17). It stops early when the kernel does not need a
 // kick (need_wakeup clear: the driver drains the ring by itself) or a kick
 // made no progress (completion ring full, device busy); reap completions and
 // call it again on the next batch. It returns how many descriptors are still
