@@ -40,6 +40,7 @@ type Options struct {
 	Headroom   uint32 // bytes in front of each packet for outer headers; 0 = umem default
 	RingSize   uint32 // entries of each of the four rings; 0 = ring default
 	BatchSize  int
+	IdleSpin   time.Duration // polling before an idle worker sleeps; 0 sleeps at once
 	Flows      flows.Config
 	MaxReals   int
 	Logger     *slog.Logger
@@ -67,6 +68,7 @@ func (c *Config) Options() Options {
 		Headroom:   a.Headroom,
 		RingSize:   a.RingSize,
 		BatchSize:  a.BatchSize,
+		IdleSpin:   a.IdleSpin,
 		Flows:      c.Flows,
 		MaxReals:   a.MaxReals,
 	}
@@ -295,7 +297,7 @@ func (a *Appliance) openQueue(q int, fc flows.Config, epoch time.Time) error {
 	}
 	w, err := NewWorker(WorkerConfig{
 		Queue: q, CPU: a.cpuFor(q), Socket: sock, Forwarder: fwd, Snapshot: &a.snap,
-		Batch: a.opts.BatchSize, Epoch: epoch,
+		Batch: a.opts.BatchSize, IdleSpin: a.opts.IdleSpin, Epoch: epoch,
 	})
 	if err != nil {
 		return err

@@ -32,6 +32,7 @@ const (
 	DefaultHeadroom       = 256
 	DefaultRingSize       = 2048
 	DefaultBatchSize      = 64
+	DefaultIdleSpin       = 20 * time.Microsecond
 	DefaultMaxReals       = 65536
 	DefaultMetricsListen  = "127.0.0.1:9181"
 	DefaultWeight         = 1
@@ -119,11 +120,12 @@ type ApplianceConfig struct {
 	CPUs           []int
 	XDPMode        XDPMode
 	ZeroCopy       ZeroCopy
-	FrameSize      uint32 // UMEM frame size: 2048 or 4096
-	FramesPerQueue uint32 // UMEM frames per queue, a power of two
-	Headroom       uint32 // bytes reserved in front of each packet for outer headers
-	RingSize       uint32 // entries of each of the four rings of a socket
-	BatchSize      int    // descriptors a worker handles per batch
+	FrameSize      uint32        // UMEM frame size: 2048 or 4096
+	FramesPerQueue uint32        // UMEM frames per queue, a power of two
+	Headroom       uint32        // bytes reserved in front of each packet for outer headers
+	RingSize       uint32        // entries of each of the four rings of a socket
+	BatchSize      int           // descriptors a worker handles per batch
+	IdleSpin       time.Duration // how long an idle worker polls on before it sleeps in poll(2)
 	LocalIPv4      netip.Addr
 	LocalIPv6      netip.Addr
 	FlowSeed       uint64 // never 0: hashing.DefaultFlowSeed unless configured
@@ -160,6 +162,7 @@ func DefaultConfig() Config {
 			Headroom:       DefaultHeadroom,
 			RingSize:       DefaultRingSize,
 			BatchSize:      DefaultBatchSize,
+			IdleSpin:       DefaultIdleSpin,
 			FlowSeed:       hashing.DefaultFlowSeed,
 			MaxReals:       DefaultMaxReals,
 		},

@@ -351,6 +351,7 @@ func (l *loader) appliance(t *table, a *ApplianceConfig) {
 	if integer(l, t, "batch_size", 1, cfgMaxBatchSize, &a.BatchSize) && ringOK && uint32(a.BatchSize) > a.RingSize {
 		l.bad(tomlpos.Join(t.path, "batch_size"), "%d is larger than ring_size (%d)", a.BatchSize, a.RingSize)
 	}
+	l.duration(t, "idle_spin", 0, MaxIdleSpin, &a.IdleSpin)
 	if l.addr(t, "local_ipv4", &a.LocalIPv4) {
 		if err := checkUnicast(a.LocalIPv4, 4); err != nil {
 			l.bad(tomlpos.Join(t.path, "local_ipv4"), "%v", err)

@@ -275,6 +275,7 @@ func RestartKeys(running, next *Config) []string {
 	diff("appliance.headroom", a.Headroom != b.Headroom)
 	diff("appliance.ring_size", a.RingSize != b.RingSize)
 	diff("appliance.batch_size", a.BatchSize != b.BatchSize)
+	diff("appliance.idle_spin", a.IdleSpin != b.IdleSpin)
 	diff("appliance.flow_seed", a.FlowSeed != b.FlowSeed)
 	diff("appliance.max_reals", a.MaxReals != b.MaxReals)
 	// local_ipv4 and local_ipv6 are part of the model: live.

@@ -63,6 +63,7 @@ func TestRestartKeys(t *testing.T) {
 		{"[appliance]", `headroom = 128`, []string{"appliance.headroom"}},
 		{"[appliance]", `ring_size = 1024`, []string{"appliance.ring_size"}},
 		{"[appliance]", `batch_size = 32`, []string{"appliance.batch_size"}},
+		{"[appliance]", `idle_spin = "0s"`, []string{"appliance.idle_spin"}},
 		{"[appliance]", `flow_seed = "0x1234"`, []string{"appliance.flow_seed"}},
 		{"[appliance]", `max_reals = 100`, []string{"appliance.max_reals"}},
 		{"[appliance]", "queues = 1\nring_size = 1024", []string{"appliance.queues", "appliance.ring_size"}},

@@ -35,6 +35,10 @@ const (
 	idleWorkInterval = 10 * time.Millisecond
 )
 
+// MaxIdleSpin bounds WorkerConfig.IdleSpin: a spin that long already costs
+// more CPU than it can save in latency.
+const MaxIdleSpin = time.Millisecond
+
 // WorkerStats is one worker's published view: its forwarding counters, its
 // flow table's, and what it saw of its rings.
 type WorkerStats struct {
@@ -45,6 +49,7 @@ type WorkerStats struct {
 	Ring       ring.Stats
 	TXRingFull uint64 // forwarded frames dropped because the TX ring had no room
 	Batches    uint64
+	Sleeps     uint64 // times the worker, idle for IdleSpin, slept in poll(2)
 	// Reals holds per-real counters, indexed by real slot, for the slots in
 	// use when they were published.
 	Reals []RealCounters
@@ -71,6 +76,10 @@ type WorkerConfig struct {
 	// Batch is the largest number of descriptors taken off the RX ring at
 	// once, 1..MaxBatch (DefaultBatchSize when 0).
 	Batch int
+	// IdleSpin is how long the worker keeps polling its rings after the RX
+	// ring ran empty before it sleeps in poll(2); 0 sleeps at once. See
+	// ApplianceConfig.IdleSpin.
+	IdleSpin time.Duration
 	// Epoch is the origin of the forwarder's monotonic clock (flow idle
 	// times); the zero value means the time NewWorker was called.
 	Epoch time.Time
@@ -92,6 +101,7 @@ type Worker struct {
 	fwd   *Forwarder
 	snap  *atomic.Pointer[Snapshot]
 	batch uint32
+	spin  time.Duration
 	epoch time.Time // monotonic origin of the forwarder's clock
 
 	started    atomic.Bool
@@ -101,6 +111,7 @@ type Worker struct {
 	drops      []uint64    // frames to free after a batch
 	txRingFull uint64
 	batches    uint64
+	sleeps     uint64
 
 	mu        sync.Mutex // guards published
 	published WorkerStats
@@ -117,6 +128,8 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		return nil, fmt.Errorf("worker for queue %d: no snapshot pointer", cfg.Queue)
 	case cfg.Batch < 0 || cfg.Batch > MaxBatch:
 		return nil, fmt.Errorf("worker for queue %d: batch size %d: want 1..%d", cfg.Queue, cfg.Batch, MaxBatch)
+	case cfg.IdleSpin < 0 || cfg.IdleSpin > MaxIdleSpin:
+		return nil, fmt.Errorf("worker for queue %d: idle spin %v: want 0..%v", cfg.Queue, cfg.IdleSpin, MaxIdleSpin)
 	}
 	if cfg.Batch == 0 {
 		cfg.Batch = DefaultBatchSize
@@ -124,7 +137,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.Epoch.IsZero() {
 		cfg.Epoch = time.Now()
 	}
-	return newWorker(cfg.Queue, cfg.CPU, cfg.Socket, cfg.Forwarder, cfg.Snapshot, cfg.Batch, cfg.Epoch), nil
+	w := newWorker(cfg.Queue, cfg.CPU, cfg.Socket, cfg.Forwarder, cfg.Snapshot, cfg.Batch, cfg.Epoch)
+	w.spin = cfg.IdleSpin
+	return w, nil
 }
 
 // newWorker builds a worker from checked arguments.
@@ -174,16 +189,27 @@ func (w *Worker) Run(ctx context.Context) error {
 	s := w.sock
 	s.Refill()
 	lastPublish, lastIdleWork := time.Now(), time.Now()
+	var idleSince time.Time // when the RX ring ran empty; zero while busy
 	for ctx.Err() == nil {
 		n, now, err := w.poll()
 		if err != nil {
 			return err
 		}
 		if n == 0 {
+			now := time.Now()
+			// Poll on for a while before sleeping: being woken from
+			// poll(2) costs more latency than the next packet usually
+			// takes to arrive.
+			if idleSince.IsZero() {
+				idleSince = now
+			}
+			if now.Sub(idleSince) < w.spin {
+				continue
+			}
+			idleSince = time.Time{}
 			// Housekeeping when idle, but not on every wake-up: at a low
 			// packet rate every packet finds the worker idle, and a sweep
 			// plus a publish each time would add ~100 µs to its latency.
-			now := time.Now()
 			if now.Sub(lastIdleWork) >= idleWorkInterval {
 				w.fwd.Flows().Sweep(int64(now.Sub(w.epoch)), sweepIdle)
 				lastIdleWork = now
@@ -192,11 +218,13 @@ func (w *Worker) Run(ctx context.Context) error {
 				w.publish()
 				lastPublish = now
 			}
+			w.sleeps++
 			if _, err := s.Wait(idleWait); err != nil {
 				return err
 			}
 			continue
 		}
+		idleSince = time.Time{}
 		if now.Sub(lastPublish) >= publishInterval {
 			w.publish()
 			lastPublish = now
@@ -327,6 +355,7 @@ func (w *Worker) publish() {
 	p.Ring = st
 	p.TXRingFull = w.txRingFull
 	p.Batches = w.batches
+	p.Sleeps = w.sleeps
 	p.Reals = append(p.Reals[:0], w.fwd.reals[:min(reals, len(w.fwd.reals))]...)
 	w.mu.Unlock()
 }

@@ -233,6 +233,8 @@ func TestNewWorkerRejects(t *testing.T) {
 		"no forwarder": {Socket: r.sock, Snapshot: &r.snap},
 		"no snapshot":  {Socket: r.sock, Forwarder: fwd},
 		"batch":        {Socket: r.sock, Forwarder: fwd, Snapshot: &r.snap, Batch: MaxBatch + 1},
+		"spin":         {Socket: r.sock, Forwarder: fwd, Snapshot: &r.snap, IdleSpin: MaxIdleSpin + 1},
+		"spin < 0":     {Socket: r.sock, Forwarder: fwd, Snapshot: &r.snap, IdleSpin: -time.Microsecond},
 	} {
 		if _, err := NewWorker(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -285,4 +287,70 @@ func BenchmarkWorker(b *testing.B) {
 	b.ReportMetric(float64(el.Nanoseconds())/pkts, "ns/pkt")
 	b.ReportMetric(pkts/el.Seconds()/1e6, "Mpps")
 	r.checkLedger(b)
+}
+
+// A worker with an idle spin keeps polling through short gaps between
+// packets instead of sleeping in every one; without it, it sleeps in
+// (nearly) every gap. The gaps (~100 µs) are far shorter than the spin
+// (1 ms) and far longer than a batch takes, so the bounds are loose; gaps
+// that the test's own scheduling stretched are not held against the worker.
+func TestWorkerIdleSpin(t *testing.T) {
+	const gaps = 40
+	sleeps := func(spin time.Duration) (uint64, int) {
+		r := newWorkerRig(t, rigSizes{frames: 256, fill: 64, rx: 64, tx: 64, comp: 64, batch: 16})
+		w, err := NewWorker(WorkerConfig{Queue: 1, CPU: -1, Socket: r.sock, Forwarder: r.w.fwd, Snapshot: &r.snap, IdleSpin: spin})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		pkt := dsrFrames(1)
+		sent := 0
+		deadline := time.Now().Add(10 * time.Second)
+		send := func() {
+			// The fill ring is empty until the worker has started.
+			for r.sim.Deliver(pkt) == 0 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			for sent < 1 && time.Now().Before(deadline) {
+				sent += r.sim.Transmit(1, func(ring.Desc, []byte) {})
+			}
+			if sent < 1 {
+				t.Fatal("the worker did not forward")
+			}
+			sent = 0
+		}
+		send()
+		// Let the worker publish, then count from here.
+		time.Sleep(StatsMaxAge + 10*time.Millisecond)
+		before := w.Stats().Sleeps
+		long := 0 // gaps the test's own scheduling stretched past half the spin
+		for range gaps {
+			// A busy wait: time.Sleep overshoots 100 µs by far on
+			// some machines.
+			t0 := time.Now()
+			for time.Since(t0) < 100*time.Microsecond {
+			}
+			if time.Since(t0) > MaxIdleSpin/2 {
+				long++
+			}
+			send()
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		r.checkLedger(t)
+		return w.Stats().Sleeps - before, long
+	}
+	if n, _ := sleeps(0); n < gaps/2 {
+		t.Errorf("without a spin the worker slept %d times in %d gaps, want most", n, gaps)
+	}
+	n, long := sleeps(MaxIdleSpin)
+	t.Logf("with a spin of %v: %d sleeps in %d gaps, %d of them over %v", MaxIdleSpin, n, gaps, long, MaxIdleSpin/2)
+	if n > uint64(long+gaps/4) {
+		t.Errorf("with a spin of %v the worker slept %d times in %d gaps of 100 µs (%d of them over %v)", MaxIdleSpin, n, gaps, long, MaxIdleSpin/2)
+	}
 }
