@@ -45,6 +45,9 @@ type E2EConfig struct {
 	// appliance defaults when 0).
 	BatchSize int
 	RingSize  uint32
+	// IdleSpin is how long weir's idle worker polls before it sleeps
+	// (appliance.ApplianceConfig.IdleSpin; 0 sleeps at once).
+	IdleSpin time.Duration
 	// Prefix names the lab's namespaces.
 	Prefix string
 	// Logger receives weir's own log; nil discards it.
@@ -58,7 +61,8 @@ func DefaultE2EConfig() E2EConfig {
 		Runs: 5, Duration: 500 * time.Millisecond,
 		SearchSteps: 6, LossTarget: 0.001, AutoLoads: true,
 		GenCPU: 0, WorkerCPU: 1, GenBatch: 64,
-		Prefix: "weir-perf",
+		IdleSpin: appliance.DefaultIdleSpin,
+		Prefix:   "weir-perf",
 	}
 }
 
@@ -86,6 +90,8 @@ func (c *E2EConfig) validate() error {
 		return fmt.Errorf("e2e: generator and worker both on cpu %d: give them a CPU each", c.GenCPU)
 	case c.BatchSize < 0 || c.BatchSize > appliance.MaxBatch:
 		return fmt.Errorf("e2e: batch size %d: want 1..%d", c.BatchSize, appliance.MaxBatch)
+	case c.IdleSpin < 0 || c.IdleSpin > appliance.MaxIdleSpin:
+		return fmt.Errorf("e2e: idle spin %v: want 0..%v", c.IdleSpin, appliance.MaxIdleSpin)
 	}
 	for _, l := range c.Loads {
 		if !(l > 0 && l < 1000) {
@@ -160,6 +166,9 @@ type WeirRunStats struct {
 	KicksPerPkt  float64 `json:"kicks_per_pkt"`
 	Batches      uint64  `json:"batches"`
 	PktsPerBatch float64 `json:"pkts_per_batch"`
+	// Sleeps counts the times the worker, idle for its idle spin, slept
+	// in poll(2).
+	Sleeps uint64 `json:"sleeps"`
 }
 
 // E2ERings summarises weir's ring counters over its full-rate runs.
@@ -561,6 +570,7 @@ func newE2EBench(cfg E2EConfig) (_ *e2eBench, err error) {
 		ZeroCopy:  ring.ZeroCopyAuto,
 		RingSize:  cfg.RingSize,
 		BatchSize: cfg.BatchSize,
+		IdleSpin:  cfg.IdleSpin,
 		Logger:    b.log,
 	}
 	return b, nil
@@ -719,6 +729,7 @@ func (b *e2eBench) run(sys string, target float64, phase string) (r E2ERun, err 
 			w.TXRingFull += ws.TXRingFull
 			w.Kicks += ws.Ring.Kicks
 			w.Batches += ws.Batches
+			w.Sleeps += ws.Sleeps
 		}
 		if w.TXPackets > 0 {
 			w.KicksPerPkt = float64(w.Kicks) / float64(w.TXPackets)

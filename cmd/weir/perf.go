@@ -392,6 +392,7 @@ func runPerfE2E(ctx context.Context, e *env, args []string) int {
 	genBatch := fs.Uint("gen-batch", uint(cfg.GenBatch), "frames the kernel prepares and flushes per generator batch (1..256)")
 	fs.IntVar(&cfg.BatchSize, "batch", appliance.DefaultBatchSize, "weir's worker batch size")
 	ringSize := fs.Uint("ring-size", uint(appliance.DefaultRingSize), "entries of each of weir's rings")
+	fs.DurationVar(&cfg.IdleSpin, "idle-spin", cfg.IdleSpin, "how long weir's idle worker polls before it sleeps (0: at once)")
 	fs.StringVar(&cfg.Prefix, "prefix", cfg.Prefix, "name prefix of the lab's namespaces")
 	verbose := fs.Bool("v", false, "log weir's own messages to stderr")
 	var out perfOutput
