@@ -137,6 +137,8 @@ var (
 		"CPU a queue's worker is pinned to, -1 when unpinned.", []string{"queue"}, nil)
 	descBatches = prometheus.NewDesc("weir_worker_batches_total",
 		"Batches of frames a queue's worker took off its RX ring.", []string{"queue"}, nil)
+	descSleeps = prometheus.NewDesc("weir_worker_sleeps_total",
+		"Times a queue's worker, idle for idle_spin, slept in poll(2) until traffic or a timeout woke it.", []string{"queue"}, nil)
 	descRXPackets = prometheus.NewDesc("weir_rx_packets_total",
 		"Frames a queue's worker took off its RX ring.", []string{"queue"}, nil)
 	descRXBytes = prometheus.NewDesc("weir_rx_bytes_total",
@@ -211,7 +213,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 		descBackendPackets, descBackendBytes, descBackendNewFlows, descBackendInfo, descBackendState, descBackendWeight,
 		descBackendResolved, descHealth, descHealthTransitions, descHealthProbes, descHealthProbeFailures,
 		descHealthRTT, descVIPInfo, descUnresolved, descGeneration, descReloads, descReloadOK,
-		descReloadTime, descInfo, descWorkerCPU, descBatches, descRXPackets, descRXBytes, descTXPackets,
+		descReloadTime, descInfo, descWorkerCPU, descBatches, descSleeps, descRXPackets, descRXBytes, descTXPackets,
 		descFwdPackets, descFwdBytes, descReplies, descDrops, descNewFlows, descFlowHits, descFlowsMoved,
 		descFragments, descICMPErrors, descFlowEntries, descFlowCapacity, descFlowEvictions,
 		descFlowExpired, descFlowRateLimited, descXSKRXDropped, descXSKRXRingFull, descXSKFillEmpty,
@@ -307,6 +309,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		txRingFull += w.TXRingFull
 		gauge(descWorkerCPU, float64(w.CPU), q)
 		counter(descBatches, w.Batches, q)
+		counter(descSleeps, w.Sleeps, q)
 		counter(descRXPackets, c.RXPackets, q)
 		counter(descRXBytes, c.RXBytes, q)
 		// Forwarded frames and replies are counted when decided; the ones

@@ -51,7 +51,7 @@ func metricsTestSample() metricsSample {
 		Backends: []Backend{
 			{Addr: netip.MustParseAddr("fd00::1"), Name: "d1", Weight: 1, State: StateFailed, MAC: packet.MAC{2, 0, 0, 0, 0, 2}},
 		}}
-	w0 := WorkerStats{Queue: 0, CPU: 1, TXRingFull: 3, Batches: 40,
+	w0 := WorkerStats{Queue: 0, CPU: 1, TXRingFull: 3, Batches: 40, Sleeps: 21,
 		Counters: Counters{RXPackets: 1000, RXBytes: 64000, TXPackets: 900, TXBytes: 61000, Replies: 7, NewFlows: 50,
 			FlowHits: 850, FlowsMoved: 2, Fragments: 4, ICMPErrors: 5},
 		Flows: flows.Stats{Entries: 45, Evictions: 6, Expired: 8, RateLimited: 9},
@@ -181,6 +181,7 @@ func TestMetricsValues(t *testing.T) {
 		`weir_worker_cpu{queue="0"}`:                              1,
 		`weir_worker_cpu{queue="1"}`:                              -1,
 		`weir_worker_batches_total{queue="0"}`:                    40,
+		`weir_worker_sleeps_total{queue="0"}`:                     21,
 		`weir_rx_packets_total{queue="0"}`:                        1000,
 		`weir_rx_bytes_total{queue="0"}`:                          64000,
 		`weir_rx_packets_total{queue="1"}`:                        20,
