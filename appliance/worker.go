@@ -326,7 +326,6 @@ func (w *Worker) poll() (uint32, time.Time, error) {
 // spilled and reloaded on every packet (the write barrier's slow path is a
 // call); on its own the loop keeps everything in registers.
 //
-//
 // It also reads the first byte of every packet and returns their sum: the
 // frames were just written by the kernel (or a NIC) on another core, and
 // these independent loads, in a loop that does little else, bring the
