@@ -104,6 +104,9 @@ type Worker struct {
 	batch uint32
 	spin  time.Duration
 	epoch time.Time // monotonic origin of the forwarder's clock
+	// clock tells the idle loop the time (its spin, sweeps and publishing);
+	// time.Now, or a test's hand-driven clock.
+	clock func() time.Time
 
 	started    atomic.Bool
 	pkts       []Packet    // the batch handed to ForwardBatch
@@ -154,6 +157,7 @@ func newWorker(queue, cpu int, sock *ring.Socket, fwd *Forwarder, snap *atomic.P
 		snap:  snap,
 		batch: uint32(batch),
 		epoch: epoch,
+		clock: time.Now,
 		pkts:  make([]Packet, batch),
 		bases: make([]uint64, batch),
 		out:   make([]ring.Desc, batch),
@@ -190,7 +194,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	s := w.sock
 	s.Refill()
-	lastPublish, lastIdleWork := time.Now(), time.Now()
+	lastPublish, lastIdleWork := w.clock(), w.clock()
 	var idleSince time.Time // when the RX ring ran empty; zero while busy
 	for ctx.Err() == nil {
 		n, now, err := w.poll()
@@ -198,7 +202,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			return err
 		}
 		if n == 0 {
-			now := time.Now()
+			now := w.clock()
 			// Poll on for a while before sleeping: being woken from
 			// poll(2) costs more latency than the next packet usually
 			// takes to arrive.
@@ -209,6 +213,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				continue
 			}
 			idleSince = time.Time{}
+			w.sleeps++ // counted first, so that a publish below includes this sleep
 			// Housekeeping when idle, but not on every wake-up: at a low
 			// packet rate every packet finds the worker idle, and a sweep
 			// plus a publish each time would add ~100 µs to its latency.
@@ -220,7 +225,6 @@ func (w *Worker) Run(ctx context.Context) error {
 				w.publish()
 				lastPublish = now
 			}
-			w.sleeps++
 			if _, err := s.Wait(idleWait); err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -289,68 +290,100 @@ func BenchmarkWorker(b *testing.B) {
 	r.checkLedger(b)
 }
 
-// A worker with an idle spin keeps polling through short gaps between
-// packets instead of sleeping in every one; without it, it sleeps in
-// (nearly) every gap. The gaps (~100 µs) are far shorter than the spin
-// (1 ms) and far longer than a batch takes, so the bounds are loose; gaps
-// that the test's own scheduling stretched are not held against the worker.
+// A worker with an idle spin keeps polling through gaps between packets
+// shorter than the spin instead of sleeping in poll(2), and sleeps once the
+// spin has run out; without a spin it sleeps in every gap. The idle loop's
+// clock is driven by hand, so that the outcome does not depend on how the
+// test's goroutines are scheduled on a busy machine.
 func TestWorkerIdleSpin(t *testing.T) {
-	const gaps = 40
-	sleeps := func(spin time.Duration) (uint64, int) {
-		r := newWorkerRig(t, rigSizes{frames: 256, fill: 64, rx: 64, tx: 64, comp: 64, batch: 16})
-		w, err := NewWorker(WorkerConfig{Queue: 1, CPU: -1, Socket: r.sock, Forwarder: r.w.fwd, Snapshot: &r.snap, IdleSpin: spin})
+	const gaps = 20
+	type run struct {
+		w      *Worker
+		r      *workerRig
+		cancel context.CancelFunc
+		done   chan error
+		fake   atomic.Int64 // the idle loop's clock, in ns after base
+	}
+	base := time.Now()
+	start := func(spin time.Duration) *run {
+		ru := &run{r: newWorkerRig(t, rigSizes{frames: 256, fill: 64, rx: 64, tx: 64, comp: 64, batch: 16})}
+		w, err := NewWorker(WorkerConfig{Queue: 1, CPU: -1, Socket: ru.r.sock, Forwarder: ru.r.w.fwd, Snapshot: &ru.r.snap, IdleSpin: spin})
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		done := make(chan error, 1)
-		go func() { done <- w.Run(ctx) }()
+		w.clock = func() time.Time { return base.Add(time.Duration(ru.fake.Load())) }
+		ru.w = w
+		var ctx context.Context
+		ctx, ru.cancel = context.WithCancel(context.Background())
+		ru.done = make(chan error, 1)
+		go func() { ru.done <- w.Run(ctx) }()
+		return ru
+	}
+	// forward delivers one packet and waits until the worker has sent it:
+	// the worker then finds its RX ring empty, a gap begins.
+	forward := func(ru *run) {
+		t.Helper()
 		pkt := dsrFrames(1)
-		sent := 0
 		deadline := time.Now().Add(10 * time.Second)
-		send := func() {
-			// The fill ring is empty until the worker has started.
-			for r.sim.Deliver(pkt) == 0 && time.Now().Before(deadline) {
-				time.Sleep(time.Millisecond)
+		// The fill ring is empty until the worker has started.
+		for ru.r.sim.Deliver(pkt) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the worker never filled its fill ring")
 			}
-			for sent < 1 && time.Now().Before(deadline) {
-				sent += r.sim.Transmit(1, func(ring.Desc, []byte) {})
-			}
-			if sent < 1 {
+			time.Sleep(time.Millisecond)
+		}
+		for ru.r.sim.Transmit(1, func(ring.Desc, []byte) {}) == 0 {
+			if time.Now().After(deadline) {
 				t.Fatal("the worker did not forward")
 			}
-			sent = 0
+			runtime.Gosched()
 		}
-		send()
-		// Let the worker publish, then count from here.
-		time.Sleep(StatsMaxAge + 10*time.Millisecond)
-		before := w.Stats().Sleeps
-		long := 0 // gaps the test's own scheduling stretched past half the spin
-		for range gaps {
-			// A busy wait: time.Sleep overshoots 100 µs by far on
-			// some machines.
-			t0 := time.Now()
-			for time.Since(t0) < 100*time.Microsecond {
-			}
-			if time.Since(t0) > MaxIdleSpin/2 {
-				long++
-			}
-			send()
-		}
-		cancel()
-		if err := <-done; err != nil {
+	}
+	// stop ends the worker and returns its final count of sleeps.
+	stop := func(ru *run) uint64 {
+		t.Helper()
+		ru.cancel()
+		if err := <-ru.done; err != nil {
 			t.Fatal(err)
 		}
-		r.checkLedger(t)
-		return w.Stats().Sleeps - before, long
+		ru.r.checkLedger(t)
+		return ru.w.Stats().Sleeps
 	}
-	if n, _ := sleeps(0); n < gaps/2 {
-		t.Errorf("without a spin the worker slept %d times in %d gaps, want most", n, gaps)
+
+	// No spin: a sleep in every gap (the bound allows for gaps in which a
+	// busy machine did not run the worker at all).
+	ru := start(0)
+	for range gaps {
+		forward(ru)
+		time.Sleep(5 * time.Millisecond)
 	}
-	n, long := sleeps(MaxIdleSpin)
-	t.Logf("with a spin of %v: %d sleeps in %d gaps, %d of them over %v", MaxIdleSpin, n, gaps, long, MaxIdleSpin/2)
-	if n > uint64(long+gaps/4) {
-		t.Errorf("with a spin of %v the worker slept %d times in %d gaps of 100 µs (%d of them over %v)", MaxIdleSpin, n, gaps, long, MaxIdleSpin/2)
+	if n := stop(ru); n < gaps/2 {
+		t.Errorf("without a spin the worker slept %d times in %d gaps, want one in (nearly) every gap", n, gaps)
+	}
+
+	// A spin of 1 ms while the idle loop's clock stands still: every gap is
+	// shorter than the spin, however long it lasts in real time.
+	ru = start(MaxIdleSpin)
+	for range gaps {
+		forward(ru)
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The spin runs out: the worker sleeps (and, its publishing interval
+	// also past, publishes that it did).
+	// (The worker's busy turns publish by the real clock, so the idle
+	// loop's must be well past it.)
+	ru.fake.Store(int64(time.Hour))
+	deadline := time.Now().Add(10 * time.Second)
+	for ru.w.Stats().Sleeps == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the spin of %v ran out but the worker never slept", MaxIdleSpin)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Awake again, the worker starts a new spin at the clock's time, which
+	// now stands still again: no second sleep.
+	time.Sleep(2 * idleWait)
+	if n := stop(ru); n != 1 {
+		t.Errorf("with a spin of %v the worker slept %d times: want once, after the spin ran out, and never in the %d gaps before", MaxIdleSpin, n, gaps)
 	}
 }
