@@ -376,9 +376,10 @@ func (w *Worker) publish() {
 
 // StatsMaxAge bounds how old a running worker's published counters are: a
 // worker publishes every publishInterval, and an idle one notices that the
-// interval has passed within idleWait. A reader that wants every packet
-// counted waits until two reads at least StatsMaxAge apart agree.
-const StatsMaxAge = publishInterval + idleWait
+// interval has passed once its idle spin (at most MaxIdleSpin) is over and
+// within idleWait. A reader that wants every packet counted waits until two
+// reads at least StatsMaxAge apart agree.
+const StatsMaxAge = publishInterval + MaxIdleSpin + idleWait
 
 // Stats returns a copy of the counters the worker last published: at most
 // StatsMaxAge old while it runs, final once Run has returned. Any goroutine
