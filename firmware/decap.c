@@ -5,7 +5,9 @@
  * GUE variant 1) from packets whose inner destination is a VIP, puts the
  * frame's own Ethernet header (and VLAN tags) back in front of the inner
  * packet and passes it to the stack, which then sees the client's packet as
- * if it had arrived directly. Everything else passes untouched.
+ * if it had arrived directly. Everything else passes untouched. When user
+ * space has set an allow-list of outer source prefixes, tunnel packets from
+ * any other source pass untouched too (the stack, with no tunnel, drops them).
  *
  * See doc.go for the rules; this file implements them.
  */
@@ -25,8 +27,8 @@ struct decap_key {
 
 /* One slot per CPU; user space sums them. Every frame is counted in exactly
  * one of the five decapsulation counters, passed, dropped_ecn or failed;
- * not_vip and malformed are subsets of passed, ce_marked of the
- * decapsulated. */
+ * not_vip, malformed and foreign_src are subsets of passed, ce_marked of
+ * the decapsulated. */
 struct decap_counters {
 	__u64 ipip;        /* IPv4 in IPv4 (protocol 4) */
 	__u64 ip6in4;      /* IPv6 in IPv4 (protocol 41) */
@@ -39,6 +41,26 @@ struct decap_counters {
 	__u64 ce_marked;   /* outer CE copied into the inner header (RFC 6040) */
 	__u64 dropped_ecn; /* outer CE over a not-ECT inner packet (RFC 6040: drop) */
 	__u64 failed;      /* could not rewrite: passed untouched (adjust_head refused) */
+	__u64 foreign_src; /* tunnel packets to a VIP from an outer source not allowed */
+};
+
+/* LPM trie keys of the outer source allow-list: prefix length in bits, then
+ * the address in network byte order. */
+struct src4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct src6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* decap_config slot 0: allow_src is 1 when the allow-list is in force (user
+ * space sets it after filling the tries and clears it before emptying them);
+ * 0 accepts every outer source. */
+struct decap_config {
+	__u32 allow_src;
 };
 
 /* decap_vips: the VIP addresses, written by user space. Key (address,
@@ -49,6 +71,33 @@ struct {
 	__type(key, struct decap_key);
 	__type(value, __u8);
 } decap_vips SEC(".maps");
+
+/* decap_src4, decap_src6: the outer source prefixes allowed to tunnel to
+ * the VIPs, written by user space; the value is unused (1). With the
+ * allow-list in force, an address in neither is foreign, so a list of IPv4
+ * prefixes only refuses every IPv6 outer source. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct src4_key);
+	__type(value, __u8);
+} decap_src4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct src6_key);
+	__type(value, __u8);
+} decap_src6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct decap_config);
+} decap_config SEC(".maps");
 
 /* decap_stats: per-CPU decap_counters in slot 0. */
 struct {
@@ -147,6 +196,8 @@ struct tunnel {
 	__u8 inner_ver;  /* 4 or 6 */
 	__u8 outer_ecn;
 	__u8 kind;
+	__u8 outer_v4;   /* 1: the outer header is IPv4 */
+	__u8 src[16];    /* outer source address; IPv4: the first 4 bytes */
 };
 
 enum parse_result {
@@ -185,6 +236,7 @@ static __always_inline enum parse_result parse_outer(void *data, void *data_end,
 		if (!ipv4_csum_ok(ip, ihl, data_end))
 			return P_MALFORMED;
 		t->outer_ecn = ip->tos & ECN_MASK;
+		__builtin_memcpy(t->src, &ip->saddr, 4);
 		payload_off = off + ihl;
 		payload_len = tot - ihl;
 		outer_v4 = 1;
@@ -202,12 +254,14 @@ static __always_inline enum parse_result parse_outer(void *data, void *data_end,
 		if (proto != IPPROTO_IPIP && proto != IPPROTO_IPV6 && proto != IPPROTO_UDP)
 			return P_PLAIN;
 		t->outer_ecn = (vtf >> 20) & ECN_MASK;
+		__builtin_memcpy(t->src, ip6->saddr, 16);
 		payload_off = off + sizeof(*ip6);
 		payload_len = plen;
 		outer_v4 = 0;
 	} else {
 		return P_PLAIN;
 	}
+	t->outer_v4 = outer_v4;
 
 	if (proto == IPPROTO_UDP) {
 		if (!gue_port)
@@ -279,6 +333,26 @@ static __always_inline int inner_dst(void *data, void *data_end, struct tunnel *
 	return 0;
 }
 
+/* source_allowed reports whether the tunnel's outer source may send to the
+ * VIPs: always when the allow-list is not in force, else when one of its
+ * prefixes covers the address. */
+static __always_inline int source_allowed(const struct tunnel *t)
+{
+	__u32 zero = 0;
+	struct decap_config *cfg = bpf_map_lookup_elem(&decap_config, &zero);
+
+	if (!cfg || !cfg->allow_src)
+		return 1;
+	if (t->outer_v4) {
+		struct src4_key k = {.prefixlen = 32};
+		__builtin_memcpy(k.addr, t->src, 4);
+		return bpf_map_lookup_elem(&decap_src4, &k) != 0;
+	}
+	struct src6_key k = {.prefixlen = 128};
+	__builtin_memcpy(k.addr, t->src, 16);
+	return bpf_map_lookup_elem(&decap_src6, &k) != 0;
+}
+
 /* mark_ce sets the ECN field of the IP header at the frame's L3 offset to CE,
  * updating the IPv4 checksum incrementally (RFC 1624). */
 static __always_inline void mark_ce(void *data, void *data_end, __u32 off, __u8 ver)
@@ -345,6 +419,14 @@ int weir_decap(struct xdp_md *ctx)
 	}
 	if (!bpf_map_lookup_elem(&decap_vips, &k)) {
 		c->not_vip++;
+		c->passed++;
+		return XDP_PASS;
+	}
+	/* Only the load balancers may speak for clients: a tunnel packet
+	 * from anywhere else reaches the stack as it came, which has no
+	 * tunnel for it and drops it. */
+	if (!source_allowed(&t)) {
+		c->foreign_src++;
 		c->passed++;
 		return XDP_PASS;
 	}

@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type decapDecapConfig struct {
+	_        structs.HostLayout
+	AllowSrc uint32
+}
+
 type decapDecapCounters struct {
 	_          structs.HostLayout
 	Ipip       uint64
@@ -26,6 +31,7 @@ type decapDecapCounters struct {
 	CeMarked   uint64
 	DroppedEcn uint64
 	Failed     uint64
+	ForeignSrc uint64
 }
 
 type decapDecapKey struct {
@@ -34,14 +40,29 @@ type decapDecapKey struct {
 	Family uint32
 }
 
+type decapSrc4Key struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [4]uint8
+}
+
+type decapSrc6Key struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	decapMapDecapStats = "decap_stats"
-	decapMapDecapVips  = "decap_vips"
-	decapProgWeirDecap = "weir_decap"
-	decapVarGuePort    = "gue_port"
+	decapMapDecapConfig = "decap_config"
+	decapMapDecapSrc4   = "decap_src4"
+	decapMapDecapSrc6   = "decap_src6"
+	decapMapDecapStats  = "decap_stats"
+	decapMapDecapVips   = "decap_vips"
+	decapProgWeirDecap  = "weir_decap"
+	decapVarGuePort     = "gue_port"
 )
 
 // loadDecap returns the embedded CollectionSpec for decap.
@@ -93,8 +114,11 @@ type decapProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type decapMapSpecs struct {
-	DecapStats *ebpf.MapSpec `ebpf:"decap_stats"`
-	DecapVips  *ebpf.MapSpec `ebpf:"decap_vips"`
+	DecapConfig *ebpf.MapSpec `ebpf:"decap_config"`
+	DecapSrc4   *ebpf.MapSpec `ebpf:"decap_src4"`
+	DecapSrc6   *ebpf.MapSpec `ebpf:"decap_src6"`
+	DecapStats  *ebpf.MapSpec `ebpf:"decap_stats"`
+	DecapVips   *ebpf.MapSpec `ebpf:"decap_vips"`
 }
 
 // decapVariableSpecs contains global variables before they are loaded into the kernel.
@@ -124,12 +148,18 @@ func (o *decapObjects) Close() error {
 //
 // It can be passed to loadDecapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type decapMaps struct {
-	DecapStats *ebpf.Map `ebpf:"decap_stats"`
-	DecapVips  *ebpf.Map `ebpf:"decap_vips"`
+	DecapConfig *ebpf.Map `ebpf:"decap_config"`
+	DecapSrc4   *ebpf.Map `ebpf:"decap_src4"`
+	DecapSrc6   *ebpf.Map `ebpf:"decap_src6"`
+	DecapStats  *ebpf.Map `ebpf:"decap_stats"`
+	DecapVips   *ebpf.Map `ebpf:"decap_vips"`
 }
 
 func (m *decapMaps) Close() error {
 	return _DecapClose(
+		m.DecapConfig,
+		m.DecapSrc4,
+		m.DecapSrc6,
 		m.DecapStats,
 		m.DecapVips,
 	)

@@ -41,7 +41,7 @@ func subDecap(a, b DecapCounters) DecapCounters {
 		IP6IP6: a.IP6IP6 - b.IP6IP6, GUE: a.GUE - b.GUE, Passed: a.Passed - b.Passed,
 		NotVIP: a.NotVIP - b.NotVIP, Malformed: a.Malformed - b.Malformed,
 		CEMarked: a.CEMarked - b.CEMarked, DroppedECN: a.DroppedECN - b.DroppedECN,
-		Failed: a.Failed - b.Failed,
+		Failed: a.Failed - b.Failed, ForeignSource: a.ForeignSource - b.ForeignSource,
 	}
 }
 
@@ -57,6 +57,7 @@ var (
 	dPass      = DecapCounters{Passed: 1}
 	dMalformed = DecapCounters{Passed: 1, Malformed: 1}
 	dNotVIP    = DecapCounters{Passed: 1, NotVIP: 1}
+	dForeign   = DecapCounters{Passed: 1, ForeignSource: 1}
 )
 
 func runDecapCases(t *testing.T, d *Decap, cases []decapCase) {
@@ -336,5 +337,175 @@ func BenchmarkDecap(b *testing.B) {
 				b.Errorf("decapsulated %d frames in %d runs", after.Decapsulated()-before.Decapsulated(), b.N)
 			}
 		})
+	}
+	// The allow-list's price: a config lookup and an LPM trie lookup.
+	da := loadTestDecap(b, DecapConfig{VIPs: decapVIPs, GUEPort: testGUEPort, AllowSources: prefixes("10.0.0.0/24", "192.168.0.0/16", "fd00::/64")})
+	b.Run("ipip-allowed", func(b *testing.B) {
+		benchProgram(b, da.Program(), eth4(encap4(b, layers.IPProtocolIPv4, in4)), xdpPass, 1)
+	})
+	b.Run("ipip-foreign", func(b *testing.B) {
+		before, err := da.Counters()
+		mustNoErr(b, err)
+		benchProgram(b, da.Program(), tunnel4From(b, "172.16.0.1", layers.IPProtocolIPv4, in4), xdpPass, 1)
+		after, err := da.Counters()
+		mustNoErr(b, err)
+		if n := after.ForeignSource - before.ForeignSource; n != uint64(b.N) {
+			b.Errorf("counted %d foreign sources in %d runs", n, b.N)
+		}
+	})
+}
+
+// Encapsulations from a given outer source, to the backend.
+func tunnel4From(tb testing.TB, src string, proto layers.IPProtocol, inner []byte) []byte {
+	return eth4(serialize(tb, ipv4(src, be4, proto), gopacket.Payload(inner)))
+}
+
+func tunnel6From(tb testing.TB, src string, nh layers.IPProtocol, inner []byte) []byte {
+	return eth6(serialize(tb, ipv6(src, be6, nh), gopacket.Payload(inner)))
+}
+
+func gue4From(tb testing.TB, src string, inner []byte) []byte {
+	return eth4(serialize(tb, ipv4(src, be4, layers.IPProtocolUDP), udp(49152, testGUEPort), gopacket.Payload(inner)))
+}
+
+func gue6From(tb testing.TB, src string, inner []byte) []byte {
+	return eth6(serialize(tb, ipv6(src, be6, layers.IPProtocolUDP), udp(49152, testGUEPort), gopacket.Payload(inner)))
+}
+
+func prefixes(ss ...string) []netip.Prefix {
+	ps := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		ps[i] = netip.MustParsePrefix(s)
+	}
+	return ps
+}
+
+// TestDecapAllowSources checks the outer source allow-list: sources inside it
+// are decapsulated, others pass untouched and are counted, and an empty list
+// accepts every source.
+func TestDecapAllowSources(t *testing.T) {
+	allow := prefixes("10.0.0.0/30", "fd00::/64", "203.0.113.7/32")
+	d := loadTestDecap(t, DecapConfig{VIPs: decapVIPs, GUEPort: testGUEPort, AllowSources: allow})
+	if got, want := d.AllowSources(), prefixes("10.0.0.0/30", "203.0.113.7/32", "fd00::/64"); !slices.Equal(got, want) {
+		t.Errorf("AllowSources() = %v, want %v", got, want)
+	}
+	in4 := tcp4(t, "198.51.100.7", 40000, "192.0.2.10", 80)
+	in6 := tcp6(t, "2001:db8:c::7", 40000, "2001:db8::10", 443)
+	other4 := tcp4(t, "198.51.100.7", 40000, "192.0.2.99", 80)
+	ipip, v6 := layers.IPProtocolIPv4, layers.IPProtocolIPv6
+	// 10.0.0.4 is just past 10.0.0.0/30, fd00:0:0:1::1 just past fd00::/64.
+	const foreign4, foreign6 = "10.0.0.4", "fd00:0:0:1::1"
+	runDecapCases(t, d, []decapCase{
+		{"ipip from an allowed v4 source", tunnel4From(t, lb4, ipip, in4), xdpPass, eth4(in4), DecapCounters{IPIP: 1}},
+		{"ipip from the last address of the prefix", tunnel4From(t, "10.0.0.3", ipip, in4), xdpPass, eth4(in4), DecapCounters{IPIP: 1}},
+		{"ipip from an allowed /32", tunnel4From(t, "203.0.113.7", ipip, in4), xdpPass, eth4(in4), DecapCounters{IPIP: 1}},
+		{"ipv6 in ipv4 from an allowed v4 source", tunnel4From(t, lb4, v6, in6), xdpPass, eth6(in6), DecapCounters{IP6in4: 1}},
+		{"ipv6 in ipv6 from an allowed v6 source", tunnel6From(t, lb6, v6, in6), xdpPass, eth6(in6), DecapCounters{IP6IP6: 1}},
+		{"ipv4 in ipv6 from an allowed v6 source", tunnel6From(t, "fd00::ffff:1", ipip, in4), xdpPass, eth4(in4), DecapCounters{IP4in6: 1}},
+		{"gue in v4 from an allowed source", gue4From(t, lb4, in6), xdpPass, eth6(in6), DecapCounters{GUE: 1}},
+		{"gue in v6 from an allowed source", gue6From(t, lb6, in4), xdpPass, eth4(in4), DecapCounters{GUE: 1}},
+
+		{"ipip from a foreign v4 source", tunnel4From(t, foreign4, ipip, in4), xdpPass, nil, dForeign},
+		{"ipip from a neighbour of the /32", tunnel4From(t, "203.0.113.6", ipip, in4), xdpPass, nil, dForeign},
+		{"ipv6 in ipv4 from a foreign source", tunnel4From(t, foreign4, v6, in6), xdpPass, nil, dForeign},
+		{"ipv6 in ipv6 from a foreign v6 source", tunnel6From(t, foreign6, v6, in6), xdpPass, nil, dForeign},
+		{"ipv4 in ipv6 from a foreign v6 source", tunnel6From(t, foreign6, ipip, in4), xdpPass, nil, dForeign},
+		{"gue in v4 from a foreign source", gue4From(t, foreign4, in4), xdpPass, nil, dForeign},
+		{"gue in v6 from a foreign source", gue6From(t, foreign6, in6), xdpPass, nil, dForeign},
+		// The VIP check comes first: not_vip, not foreign.
+		{"ipip from a foreign source to a non-vip", tunnel4From(t, foreign4, ipip, other4), xdpPass, nil, dNotVIP},
+		{"plain tcp from a foreign source", eth4(tcp4(t, foreign4, 40000, be4, 22)), xdpPass, nil, dPass},
+	})
+
+	// An IPv4-only list refuses every IPv6 outer source.
+	mustNoErr(t, d.SetAllowSources(prefixes("10.0.0.1/32")))
+	runDecapCases(t, d, []decapCase{
+		{"v4-only list: allowed v4 source", tunnel4From(t, lb4, ipip, in4), xdpPass, eth4(in4), DecapCounters{IPIP: 1}},
+		{"v4-only list: formerly allowed v4 source", tunnel4From(t, "10.0.0.2", ipip, in4), xdpPass, nil, dForeign},
+		{"v4-only list: any v6 source", tunnel6From(t, lb6, v6, in6), xdpPass, nil, dForeign},
+		{"v4-only list: gue in v6", gue6From(t, lb6, in6), xdpPass, nil, dForeign},
+	})
+
+	// 0.0.0.0/0 accepts every IPv4 source, still none over IPv6.
+	mustNoErr(t, d.SetAllowSources(prefixes("0.0.0.0/0")))
+	runDecapCases(t, d, []decapCase{
+		{"/0: any v4 source", tunnel4From(t, "192.0.2.200", ipip, in4), xdpPass, eth4(in4), DecapCounters{IPIP: 1}},
+		{"/0: v6 source", tunnel6From(t, lb6, v6, in6), xdpPass, nil, dForeign},
+	})
+
+	// Invalid prefixes are refused and change nothing.
+	for _, p := range []netip.Prefix{{}, netip.PrefixFrom(netip.MustParseAddr("10.0.0.1"), 33),
+		netip.MustParsePrefix("10.0.0.1/8"), netip.MustParsePrefix("fd00::1/64"), netip.MustParsePrefix("::ffff:10.0.0.0/104")} {
+		if err := d.SetAllowSources([]netip.Prefix{lbPrefix4, p}); !errors.Is(err, ErrInvalidAllowSource) {
+			t.Errorf("SetAllowSources(%v): %v, want ErrInvalidAllowSource", p, err)
+		}
+	}
+	if got, want := d.AllowSources(), prefixes("0.0.0.0/0"); !slices.Equal(got, want) {
+		t.Errorf("after refused updates AllowSources() = %v, want %v", got, want)
+	}
+
+	// Empty: every source is accepted again, and the maps are empty.
+	mustNoErr(t, d.SetAllowSources(nil))
+	runDecapCases(t, d, []decapCase{
+		{"empty list: foreign v4 source", tunnel4From(t, foreign4, ipip, in4), xdpPass, eth4(in4), DecapCounters{IPIP: 1}},
+		{"empty list: foreign v6 source", tunnel6From(t, foreign6, v6, in6), xdpPass, eth6(in6), DecapCounters{IP6IP6: 1}},
+		{"empty list: gue from a foreign source", gue6From(t, foreign6, in4), xdpPass, eth4(in4), DecapCounters{GUE: 1}},
+	})
+	if got := d.AllowSources(); len(got) != 0 {
+		t.Errorf("AllowSources() = %v after SetAllowSources(nil)", got)
+	}
+	var cfg decapDecapConfig
+	mustNoErr(t, d.objs.DecapConfig.Lookup(uint32(0), &cfg))
+	if cfg.AllowSrc != 0 {
+		t.Errorf("decap_config.allow_src = %d with an empty list", cfg.AllowSrc)
+	}
+	n := 0
+	var k4 decapSrc4Key
+	var k6 decapSrc6Key
+	var v uint8
+	for it := d.objs.DecapSrc4.Iterate(); it.Next(&k4, &v); {
+		n++
+	}
+	for it := d.objs.DecapSrc6.Iterate(); it.Next(&k6, &v); {
+		n++
+	}
+	if n != 0 {
+		t.Errorf("the allow-list tries hold %d entries after SetAllowSources(nil)", n)
+	}
+}
+
+var lbPrefix4 = netip.MustParsePrefix("10.0.0.1/32")
+
+// TestDecapAllowSourcesDefault checks that a program loaded without an
+// allow-list decapsulates from any source.
+func TestDecapAllowSourcesDefault(t *testing.T) {
+	d := loadTestDecap(t, DecapConfig{VIPs: decapVIPs, GUEPort: testGUEPort})
+	in4 := tcp4(t, "198.51.100.7", 40000, "192.0.2.10", 80)
+	in6 := tcp6(t, "2001:db8:c::7", 40000, "2001:db8::10", 443)
+	runDecapCases(t, d, []decapCase{
+		{"ipip from anywhere", tunnel4From(t, "192.0.2.200", layers.IPProtocolIPv4, in4), xdpPass, eth4(in4), DecapCounters{IPIP: 1}},
+		{"ipv6 in ipv6 from anywhere", tunnel6From(t, "2001:db8:ff::1", layers.IPProtocolIPv6, in6), xdpPass, eth6(in6), DecapCounters{IP6IP6: 1}},
+		{"gue from anywhere", gue4From(t, "192.0.2.200", in6), xdpPass, eth6(in6), DecapCounters{GUE: 1}},
+	})
+}
+
+func TestDecapAllowSourcesLimits(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	if _, err := LoadDecap(DecapConfig{VIPs: decapVIPs, AllowSources: prefixes("10.0.0.1/8")}); !errors.Is(err, ErrInvalidAllowSource) {
+		t.Errorf("LoadDecap with a bad prefix: %v", err)
+	}
+	if _, err := LoadDecap(DecapConfig{VIPs: decapVIPs, MaxAllowSources: -1}); err == nil {
+		t.Error("LoadDecap with MaxAllowSources -1 succeeded")
+	}
+	d := loadTestDecap(t, DecapConfig{VIPs: decapVIPs, AllowSources: prefixes("10.0.0.1/32", "10.0.0.2/32"), MaxAllowSources: 3})
+	// Two old and two new IPv4 prefixes do not fit in three slots
+	// together; IPv6 has its own three.
+	if err := d.SetAllowSources(prefixes("10.0.0.3/32", "10.0.0.4/32")); err == nil {
+		t.Error("SetAllowSources past MaxAllowSources succeeded")
+	}
+	mustNoErr(t, d.SetAllowSources(prefixes("10.0.0.1/32", "10.0.0.3/32", "fd00::1/128", "fd00::2/128", "fd00::3/128")))
+	mustNoErr(t, d.Close())
+	if err := d.SetAllowSources(nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("SetAllowSources after Close: %v", err)
 	}
 }

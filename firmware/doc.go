@@ -83,13 +83,24 @@
 // differs from what the outer headers say, GUE with a UDP length mismatch or
 // a version nibble other than 4 and 6 (GUE variant 0). The outer UDP checksum
 // is not verified; the inner packet's own checksums are, by the stack.
-// Nothing checks the outer source or destination address: any host that can
-// reach the backend's interface can tunnel packets to its VIPs.
+// The outer destination address is not checked. The outer source is checked
+// only against an allow-list (DecapConfig.AllowSources,
+// Decap.SetAllowSources), which should name the load balancers: with it, a
+// tunnel packet to a VIP from any other source passes untouched (the stack,
+// with no tunnel device, drops it) and is counted as foreign_src, so hosts
+// that can reach the backend cannot speak for arbitrary clients. Without it
+// (the default, for compatibility) every source is accepted.
 //
 // Maps (see decap.c):
 //   - decap_vips: hash, key {addr [16]byte (IPv4 in the first 4 bytes);
 //     family uint32, 4 or 6}, value 1. Filled from DecapConfig.VIPs and
 //     Decap.SetVIPs.
+//   - decap_src4, decap_src6: LPM tries, key {prefixlen uint32; addr [4]
+//     or [16]byte}, value 1: the outer source allow-list, filled from
+//     DecapConfig.AllowSources and Decap.SetAllowSources.
+//   - decap_config: array of one struct {allow_src uint32}: 1 while the
+//     allow-list is in force (set after the tries are filled, cleared
+//     before they are emptied).
 //   - decap_stats: per-CPU array of one struct; Decap.Counters sums it.
 //   - .rodata gue_port: the GUE port, fixed when the program is loaded (the
 //     verifier sees it as a constant); to change it load a new Decap.
