@@ -29,19 +29,24 @@ func init() {
 const decapDefaultInterval = time.Minute
 
 func decapUsage(w io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintln(w, "usage: weir decap -i IFACE -vip ADDR[,ADDR...] [-gue-port N] [-mode auto|native|generic] [-interval D]")
+	fmt.Fprintln(w, "usage: weir decap -i IFACE -vip ADDR[,ADDR...] [-allow-source PREFIX[,PREFIX...]] [-gue-port N]")
+	fmt.Fprintln(w, "                  [-mode auto|native|generic] [-interval D]")
 	fmt.Fprintln(w, "       weir decap -c FILE [flags]")
 	fmt.Fprintln(w, "\nRun on a backend of an ipip or gue VIP. Attaches weir's decap XDP program to IFACE, the")
 	fmt.Fprintln(w, "interface the appliance's encapsulated packets arrive on: IPv4-in-IPv4, IPv6-in-IPv6,")
 	fmt.Fprintln(w, "IPv4-in-IPv6, IPv6-in-IPv4 and GUE (variant 1, UDP port -gue-port) packets whose inner")
 	fmt.Fprintln(w, "destination is one of the VIPs lose their outer headers and reach the stack as the client")
 	fmt.Fprintln(w, "sent them; everything else passes untouched. The VIPs must be addresses of this host (on lo).")
+	fmt.Fprintln(w, "Give -allow-source the load balancers' addresses or prefixes: tunnel packets to a VIP from any")
+	fmt.Fprintln(w, "other outer source then pass untouched (the stack drops them) and count as foreign_src. Without")
+	fmt.Fprintln(w, "it, any host that can reach IFACE can send to the VIPs in a client's name.")
 	fmt.Fprintln(w, "It runs until SIGINT or SIGTERM, printing the program's counters every -interval and at")
 	fmt.Fprintln(w, "exit. The program is detached when weir exits, even if it is killed (bpf_link). Needs root")
 	fmt.Fprintln(w, "or CAP_BPF and CAP_NET_ADMIN.")
 	fmt.Fprintln(w, "\nThe -c file holds the same settings; flags given on the command line win:")
 	fmt.Fprintln(w, `  interface = "eth0"`)
 	fmt.Fprintln(w, `  vips = ["192.0.2.1", "2001:db8::1"]`)
+	fmt.Fprintln(w, `  allow_sources = ["10.0.0.1", "fd00:1::/64"]   # empty or absent: any source`)
 	fmt.Fprintln(w, `  gue_port = 5555        # 0: IPIP only`)
 	fmt.Fprintln(w, `  xdp_mode = "auto"      # "native" or "generic"`)
 	fmt.Fprintln(w, "\nflags:")
@@ -53,6 +58,7 @@ func decapUsage(w io.Writer, fs *flag.FlagSet) {
 type decapSettings struct {
 	iface   string
 	vips    []netip.Addr
+	allow   []netip.Prefix // outer sources allowed to tunnel; empty: any
 	guePort uint16
 	mode    firmware.AttachMode
 }
@@ -60,6 +66,7 @@ type decapSettings struct {
 // decapFlags holds the raw flag values until they are merged with the file.
 type decapFlags struct {
 	config, iface, vips, mode string
+	allow                     []string // -allow-source values, each comma-separated
 	guePort                   uint
 	interval                  time.Duration
 	set                       map[string]bool // flags given on the command line
@@ -69,9 +76,13 @@ func runDecap(ctx context.Context, e *env, args []string) int {
 	fs := flag.NewFlagSet("decap", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors and usage are printed below, to the right stream
 	var f decapFlags
-	fs.StringVar(&f.config, "c", "", "settings `FILE` (TOML: interface, vips, gue_port, xdp_mode)")
+	fs.StringVar(&f.config, "c", "", "settings `FILE` (TOML: interface, vips, allow_sources, gue_port, xdp_mode)")
 	fs.StringVar(&f.iface, "i", "", "`IFACE` the encapsulated packets arrive on")
 	fs.StringVar(&f.vips, "vip", "", "comma-separated VIP `ADDRs` to decapsulate for (IPv4 and IPv6)")
+	fs.Func("allow-source", "decapsulate only from these outer source `PREFIXes` (or addresses): the load balancers'; comma-separated, repeatable; none: any source", func(v string) error {
+		f.allow = append(f.allow, v)
+		return nil
+	})
 	fs.UintVar(&f.guePort, "gue-port", uint(appliance.DefaultGUEPort), "UDP destination `PORT` of GUE packets, as the VIPs' gue_port; 0 decapsulates IPIP only")
 	fs.StringVar(&f.mode, "mode", "auto", "XDP attach `MODE`: auto (native, else generic), native or generic")
 	fs.DurationVar(&f.interval, "interval", decapDefaultInterval, "print the counters every `D`; 0 prints them only at exit")
@@ -163,6 +174,26 @@ func mergeDecapSettings(file *decapSettings, f decapFlags) (decapSettings, error
 		}
 		s.vips = vips
 	}
+	if f.set["allow-source"] {
+		var allow []netip.Prefix
+		for _, v := range f.allow {
+			for _, v := range strings.Split(v, ",") {
+				v = strings.TrimSpace(v)
+				if v == "" {
+					continue
+				}
+				p, err := parseAllowSource(v)
+				if err != nil {
+					return s, fmt.Errorf("-allow-source: %w", err)
+				}
+				if slices.Contains(allow, p) {
+					return s, fmt.Errorf("-allow-source: %s is listed twice", p)
+				}
+				allow = append(allow, p)
+			}
+		}
+		s.allow = allow
+	}
 	if f.set["gue-port"] {
 		if f.guePort > 65535 {
 			return s, fmt.Errorf("-gue-port %d: want 0 (no GUE) to 65535", f.guePort)
@@ -202,6 +233,37 @@ func parseDecapVIP(s string) (netip.Addr, error) {
 	return a, nil
 }
 
+// parseAllowSource parses one allowed outer source: a prefix, or an address
+// standing for itself alone. A prefix with address bits set past its length
+// is refused rather than widened: in an allow-list it is more likely a typo
+// for the one address than a request for the whole network.
+func parseAllowSource(s string) (netip.Prefix, error) {
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
+			return p, fmt.Errorf("%q is not an IP prefix", s)
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		switch {
+		case err != nil:
+			return p, fmt.Errorf("%q is not an IP address or prefix", s)
+		case a.Zone() != "":
+			return p, fmt.Errorf("%q: an outer source has no zone", s)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	switch {
+	case p.Addr().Is4In6():
+		return p, fmt.Errorf("%q is IPv4-mapped IPv6, which no outer source is: write it in IPv4", s)
+	case p != p.Masked():
+		return p, fmt.Errorf("%s has address bits set past /%d: write %s for the network, or %s for the one address",
+			p, p.Bits(), p.Masked(), p.Addr())
+	}
+	return p, nil
+}
+
 // checkDecapIface checks an interface name the way the kernel would.
 func checkDecapIface(s string) error {
 	if s == "" || len(s) > 15 || s == "." || s == ".." || strings.ContainsAny(s, "/: \t\n") {
@@ -218,7 +280,10 @@ func serveDecap(ctx context.Context, e *env, s decapSettings, interval time.Dura
 		return fmt.Errorf("interface %s: %w", s.iface, err)
 	}
 	warnForeignVIPs(e.stderr, s.vips)
-	d, err := firmware.LoadDecap(firmware.DecapConfig{VIPs: s.vips, GUEPort: s.guePort, MaxVIPs: max(firmware.DefaultMaxVIPs, 2*len(s.vips))})
+	d, err := firmware.LoadDecap(firmware.DecapConfig{
+		VIPs: s.vips, GUEPort: s.guePort, MaxVIPs: max(firmware.DefaultMaxVIPs, 2*len(s.vips)),
+		AllowSources: s.allow, MaxAllowSources: max(firmware.DefaultMaxAllowSources, 2*len(s.allow)),
+	})
 	if err != nil {
 		return err
 	}
@@ -239,7 +304,18 @@ func serveDecap(ctx context.Context, e *env, s decapSettings, interval time.Dura
 	for i, a := range s.vips {
 		vips[i] = a.String()
 	}
-	fmt.Fprintf(e.stdout, "weir decap: attached to %s (%s XDP): VIPs %s; %s\n", ifc.Name, att.Mode(), strings.Join(vips, ", "), what)
+	from := "from any source"
+	if len(s.allow) > 0 {
+		srcs := make([]string, len(s.allow))
+		for i, p := range s.allow {
+			srcs[i] = p.String()
+		}
+		from = "from " + strings.Join(srcs, ", ") + " only"
+	}
+	fmt.Fprintf(e.stdout, "weir decap: attached to %s (%s XDP): VIPs %s; %s; %s\n", ifc.Name, att.Mode(), strings.Join(vips, ", "), what, from)
+	if len(s.allow) == 0 {
+		fmt.Fprintf(e.stderr, "weir decap: warning: no -allow-source: any host that can reach %s can tunnel packets to the VIPs in a client's name\n", ifc.Name)
+	}
 	if nerr := att.NativeErr(); nerr != nil {
 		fmt.Fprintf(e.stderr, "weir decap: native XDP refused, running in generic mode: %v\n", nerr)
 	}
@@ -276,8 +352,8 @@ func serveDecap(ctx context.Context, e *env, s decapSettings, interval time.Dura
 // formatDecapCounters prints every counter as name=value, so scripts can
 // pick fields out.
 func formatDecapCounters(c firmware.DecapCounters) string {
-	return fmt.Sprintf("decapsulated=%d ipip=%d ip6in4=%d ip4in6=%d ip6ip6=%d gue=%d passed=%d not_vip=%d malformed=%d ce_marked=%d dropped_ecn=%d failed=%d",
-		c.Decapsulated(), c.IPIP, c.IP6in4, c.IP4in6, c.IP6IP6, c.GUE, c.Passed, c.NotVIP, c.Malformed, c.CEMarked, c.DroppedECN, c.Failed)
+	return fmt.Sprintf("decapsulated=%d ipip=%d ip6in4=%d ip4in6=%d ip6ip6=%d gue=%d passed=%d not_vip=%d foreign_src=%d malformed=%d ce_marked=%d dropped_ecn=%d failed=%d",
+		c.Decapsulated(), c.IPIP, c.IP6in4, c.IP4in6, c.IP6IP6, c.GUE, c.Passed, c.NotVIP, c.ForeignSource, c.Malformed, c.CEMarked, c.DroppedECN, c.Failed)
 }
 
 // warnForeignVIPs says which VIPs are not addresses of this host: their
@@ -305,7 +381,7 @@ func warnForeignVIPs(w io.Writer, vips []netip.Addr) {
 }
 
 // The -c file: a flat TOML table.
-var decapFileKeys = []string{"interface", "vips", "gue_port", "xdp_mode"}
+var decapFileKeys = []string{"interface", "vips", "allow_sources", "gue_port", "xdp_mode"}
 
 // decapProblem is one thing wrong with a -c file.
 type decapProblem struct {
@@ -368,6 +444,33 @@ func parseDecapFile(path string, data []byte) (decapSettings, []string) {
 					continue
 				}
 				s.vips = append(s.vips, a)
+			}
+		case "allow_sources":
+			list, ok := v.([]any)
+			if !ok {
+				bad(k, valAt, "must be an array of prefixes or addresses, like [\"10.0.0.1\", \"fd00:1::/64\"], not %s", tomlpos.TypeName(v))
+				break
+			}
+			first := map[netip.Prefix]int{} // where each prefix was first written
+			for i, e := range list {
+				name := tomlpos.Index(k, i)
+				at := pos.Value(name)
+				str, ok := e.(string)
+				if !ok {
+					bad(name, at, "must be a string, not %s", tomlpos.TypeName(e))
+					continue
+				}
+				p, err := parseAllowSource(str)
+				if err != nil {
+					bad(name, at, "%v", err)
+					continue
+				}
+				if j, dup := first[p]; dup {
+					bad(name, at, "%s is already %s", p, tomlpos.Index(k, j))
+					continue
+				}
+				first[p] = i
+				s.allow = append(s.allow, p)
 			}
 		case "gue_port":
 			n, ok := v.(int64)

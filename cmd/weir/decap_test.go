@@ -30,7 +30,7 @@ func TestDecapUsage(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("-h: exit %d", code)
 	}
-	for _, want := range []string{"-gue-port", "-vip", "-interval", `vips = ["192.0.2.1"`, "SIGTERM"} {
+	for _, want := range []string{"-gue-port", "-vip", "-allow-source", "-interval", `vips = ["192.0.2.1"`, `allow_sources = ["10.0.0.1"`, "foreign_src", "SIGTERM"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("usage lacks %q:\n%s", want, out)
 		}
@@ -58,6 +58,14 @@ func TestDecapFlagErrors(t *testing.T) {
 		{[]string{"-i", "eth0", "-vip", "192.0.2.1", "-interval", "-1s"}, "-interval -1s: want 0 or more"},
 		{[]string{"-i", "eth0", "-vip", "192.0.2.1", "eth1"}, `unexpected argument "eth1"`},
 		{[]string{"-c", filepath.Join(t.TempDir(), "missing.toml")}, "no such file"},
+		{[]string{"-i", "eth0", "-vip", "192.0.2.1", "-allow-source", "10.0.0.300/32"}, `-allow-source: "10.0.0.300/32" is not an IP prefix`},
+		{[]string{"-i", "eth0", "-vip", "192.0.2.1", "-allow-source", "lb1"}, `-allow-source: "lb1" is not an IP address or prefix`},
+		{[]string{"-i", "eth0", "-vip", "192.0.2.1", "-allow-source", "10.0.0.1", "-allow-source", "fd00::/64,10.0.0.1/8"},
+			"-allow-source: 10.0.0.1/8 has address bits set past /8: write 10.0.0.0/8 for the network, or 10.0.0.1 for the one address"},
+		{[]string{"-i", "eth0", "-vip", "192.0.2.1", "-allow-source", "10.0.0.1", "-allow-source", "10.0.0.1/32"}, "-allow-source: 10.0.0.1/32 is listed twice"},
+		{[]string{"-i", "eth0", "-vip", "192.0.2.1", "-allow-source", "::ffff:10.0.0.0/104"}, "IPv4-mapped IPv6, which no outer source is: write it in IPv4"},
+		{[]string{"-i", "eth0", "-vip", "192.0.2.1", "-allow-source", "fe80::1%eth0"}, `"fe80::1%eth0": an outer source has no zone`},
+		{[]string{"-i", "eth0", "-vip", "192.0.2.1", "-allow-source", "10.0.0.0/33"}, `"10.0.0.0/33" is not an IP prefix`},
 	} {
 		code, out, errOut := runCLI(t, append([]string{"decap"}, tc.args...)...)
 		if code != 2 || !strings.Contains(errOut, tc.msg) || out != "" {
@@ -84,9 +92,9 @@ func TestDecapFileErrors(t *testing.T) {
 	}{
 		{"syntax", "interface = \"eth0\"\nvips = [\"192.0.2.1\"\n", []string{"F:2:20: expected a comma (',') or array terminator (']'), but got end of file"}},
 		{"unknown key", "interface = \"eth0\"\n  intervall = \"1s\"\nvips = [\"192.0.2.1\"]\n",
-			[]string{"F:2:3: intervall: unknown key (known: interface, vips, gue_port, xdp_mode)"}},
+			[]string{"F:2:3: intervall: unknown key (known: interface, vips, allow_sources, gue_port, xdp_mode)"}},
 		{"unknown table", "interface = \"eth0\"\nvips = [\"192.0.2.1\"]\n\n[vip]\naddress = \"192.0.2.1\"\n",
-			[]string{"F:4:2: vip: unknown table (known: interface, vips, gue_port, xdp_mode)"}},
+			[]string{"F:4:2: vip: unknown table (known: interface, vips, allow_sources, gue_port, xdp_mode)"}},
 		{"types", "interface = 5\nvips = \"192.0.2.1\"\ngue_port = \"5555\"\nxdp_mode = true\n", []string{
 			"F:1:13: interface: must be a string, not an integer",
 			`F:2:8: vips: must be an array of addresses, like ["192.0.2.1", "2001:db8::1"], not a string`,
@@ -103,6 +111,15 @@ func TestDecapFileErrors(t *testing.T) {
 			`F:6:3: vips[3]: "fe80::1%eth0": a VIP has no zone`,
 			"F:6:19: vips[4]: must be a string, not an integer",
 			"F:7:3: vips[5]: 2001:db8::1 is already vips[1]",
+		}},
+		{"allow_sources type", "interface = \"eth0\"\nvips = [\"192.0.2.1\"]\nallow_sources = \"10.0.0.1\"\n", []string{
+			`F:3:17: allow_sources: must be an array of prefixes or addresses, like ["10.0.0.1", "fd00:1::/64"], not a string`,
+		}},
+		{"allow_sources elements", "interface = \"eth0\"\nvips = [\"192.0.2.1\"]\nallow_sources = [\n  \"10.0.0.1/8\", # a typo\n  \"fd00::/64\", 7,\n    \"10.0.0.300\",\n  \"fd00::/64\",\n]\n", []string{
+			"F:4:3: allow_sources[0]: 10.0.0.1/8 has address bits set past /8: write 10.0.0.0/8 for the network, or 10.0.0.1 for the one address",
+			"F:5:16: allow_sources[2]: must be a string, not an integer",
+			`F:6:5: allow_sources[3]: "10.0.0.300" is not an IP address or prefix`,
+			"F:7:3: allow_sources[4]: fd00::/64 is already allow_sources[1]",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -130,13 +147,14 @@ func TestDecapFileErrors(t *testing.T) {
 // Settings come from the file, and flags given on the command line win;
 // without a file, the flags' defaults apply.
 func TestDecapSettings(t *testing.T) {
-	text := "# backend decap\ninterface = \"eth1\"\nvips = [\"192.0.2.1\", \"2001:db8::1\"]\ngue_port = 6080\nxdp_mode = \"generic\"\n"
+	text := "# backend decap\ninterface = \"eth1\"\nvips = [\"192.0.2.1\", \"2001:db8::1\"]\nallow_sources = [\"10.0.0.1\", \"fd00:1::/64\"]\ngue_port = 6080\nxdp_mode = \"generic\"\n"
 	file, probs := parseDecapFile("decap.toml", []byte(text))
 	if len(probs) > 0 {
 		t.Fatal(probs)
 	}
 	vips := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}
-	want := decapSettings{iface: "eth1", vips: vips, guePort: 6080, mode: firmware.AttachGeneric}
+	allow := []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32"), netip.MustParsePrefix("fd00:1::/64")}
+	want := decapSettings{iface: "eth1", vips: vips, allow: allow, guePort: 6080, mode: firmware.AttachGeneric}
 	if !reflect.DeepEqual(file, want) {
 		t.Fatalf("file: %+v, want %+v", file, want)
 	}
@@ -149,9 +167,15 @@ func TestDecapSettings(t *testing.T) {
 		{"file alone", &file, decapFlags{mode: "auto"}, want},
 		{"flags win", &file,
 			decapFlags{iface: "eth2", vips: "198.51.100.1", guePort: 0, mode: "native", set: map[string]bool{"i": true, "vip": true, "gue-port": true, "mode": true}},
-			decapSettings{iface: "eth2", vips: []netip.Addr{netip.MustParseAddr("198.51.100.1")}, guePort: 0, mode: firmware.AttachNative}},
+			decapSettings{iface: "eth2", vips: []netip.Addr{netip.MustParseAddr("198.51.100.1")}, allow: allow, guePort: 0, mode: firmware.AttachNative}},
 		{"one flag", &file, decapFlags{guePort: 5555, mode: "auto", set: map[string]bool{"gue-port": true}},
-			decapSettings{iface: "eth1", vips: vips, guePort: 5555, mode: firmware.AttachGeneric}},
+			decapSettings{iface: "eth1", vips: vips, allow: allow, guePort: 5555, mode: firmware.AttachGeneric}},
+		{"allow-source repeated and comma-separated wins", &file,
+			decapFlags{allow: []string{"192.0.2.64/26", " fd00:2::1 , 198.51.100.0/24,"}, mode: "auto", set: map[string]bool{"allow-source": true}},
+			decapSettings{iface: "eth1", vips: vips, allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.64/26"),
+				netip.MustParsePrefix("fd00:2::1/128"), netip.MustParsePrefix("198.51.100.0/24")}, guePort: 6080, mode: firmware.AttachGeneric}},
+		{"empty allow-source clears the file's list", &file, decapFlags{allow: []string{""}, mode: "auto", set: map[string]bool{"allow-source": true}},
+			decapSettings{iface: "eth1", vips: vips, guePort: 6080, mode: firmware.AttachGeneric}},
 		{"flags alone", nil, decapFlags{iface: "eth0", vips: "192.0.2.1,2001:db8::1", guePort: 5555, mode: "auto", set: map[string]bool{"i": true, "vip": true}},
 			decapSettings{iface: "eth0", vips: vips, guePort: appliance.DefaultGUEPort, mode: firmware.AttachAuto}},
 	} {
@@ -278,7 +302,9 @@ func (w decapTestWriter) Write(p []byte) (int, error) {
 // appliance succeed, the counters it prints show every packet the
 // appliance sent decapsulated (IPv4-in-IPv4 and GUE, nothing else), and
 // once it is stopped the program is gone from the interface and requests
-// fail, so it was the command that made them work.
+// fail, so it was the command that made them work. Its allow-list names the
+// appliance; run again with one that does not, requests fail and the
+// appliance's packets count as foreign_src.
 func TestDecapCommandLab(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	r, err := lab.NewRouted(lab.RoutedConfig{Prefix: "weirdecap", Backends: 1, Queues: 2,
@@ -297,8 +323,8 @@ func TestDecapCommandLab(t *testing.T) {
 	be := r.Backends[0]
 	const guePort = 6080
 	settings := filepath.Join(t.TempDir(), "decap.toml")
-	text := fmt.Sprintf("# the backend side of weir's lab VIPs\ninterface = %q\nvips = [%q, %q]\ngue_port = %d\n",
-		be.NIC.Name, r.VIP4, r.VIP6, guePort)
+	text := fmt.Sprintf("# the backend side of weir's lab VIPs\ninterface = %q\nvips = [%q, %q]\nallow_sources = [%q, %q]\ngue_port = %d\n",
+		be.NIC.Name, r.VIP4, r.VIP6, r.Appliance.Addr4, r.Appliance.Addr6, guePort)
 	if err := os.WriteFile(settings, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -379,8 +405,14 @@ func TestDecapCommandLab(t *testing.T) {
 	if !periodic.MatchString(out) || !strings.Contains(out, "weir decap: detached from "+be.NIC.Name) {
 		t.Errorf("output lacks periodic counters or the detach line")
 	}
+	if want := fmt.Sprintf("; from %s/32, %s/128 only\n", r.Appliance.Addr4, r.Appliance.Addr6); !strings.Contains(out, want) {
+		t.Errorf("the attached line does not say %q", want)
+	}
 	c := cmd.finalCounters(t)
-	if c["ipip"] < n || c["gue"] < n || c["ip6ip6"]+c["ip6in4"]+c["ip4in6"] != 0 || c["malformed"]+c["failed"]+c["dropped_ecn"] != 0 {
+	if _, ok := c["foreign_src"]; !ok {
+		t.Errorf("final counters %v lack foreign_src", c)
+	}
+	if c["ipip"] < n || c["gue"] < n || c["ip6ip6"]+c["ip6in4"]+c["ip4in6"] != 0 || c["malformed"]+c["failed"]+c["dropped_ecn"]+c["foreign_src"] != 0 {
 		t.Errorf("final counters %v: want at least %d IPIP and %d GUE packets and nothing else decapsulated or broken", c, n, n)
 	}
 	if c["decapsulated"] != st.Total.TXPackets {
@@ -408,5 +440,18 @@ func TestDecapCommandLab(t *testing.T) {
 	stopped = false
 	if err := get(r.VIP4, time.Second); err == nil {
 		t.Errorf("a request through ipip succeeded with the decap program detached")
+	}
+
+	// With an allow-list that leaves the appliance out, its tunnel
+	// packets reach the stack untouched and the request fails as above.
+	foreign := startDecapCommand(t, be.NS, "-i", be.NIC.Name, "-vip", r.VIP4.String(), "-allow-source", "198.51.100.0/24", "-interval", "0")
+	if err := get(r.VIP4, time.Second); err == nil {
+		t.Errorf("a request through ipip succeeded from a source outside the allow-list")
+	}
+	if code := foreign.stop(t); code != 0 {
+		t.Fatalf("weir decap exited %d:\n%s%s", code, foreign.out.String(), foreign.errb.String())
+	}
+	if c := foreign.finalCounters(t); c["foreign_src"] == 0 || c["decapsulated"] != 0 {
+		t.Errorf("final counters with the appliance outside the allow-list %v: want foreign_src > 0 and nothing decapsulated", c)
 	}
 }
