@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -41,8 +43,10 @@ func decapUsage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintln(w, "other outer source then pass untouched (the stack drops them) and count as foreign_src. Without")
 	fmt.Fprintln(w, "it, any host that can reach IFACE can send to the VIPs in a client's name.")
 	fmt.Fprintln(w, "It runs until SIGINT or SIGTERM, printing the program's counters every -interval and at")
-	fmt.Fprintln(w, "exit. The program is detached when weir exits, even if it is killed (bpf_link). Needs root")
-	fmt.Fprintln(w, "or CAP_BPF and CAP_NET_ADMIN.")
+	fmt.Fprintln(w, "exit. The program is detached when weir exits, even if it is killed (bpf_link). SIGHUP")
+	fmt.Fprintln(w, "re-reads the -c file and changes the VIPs and allow_sources in place (flags still win); a")
+	fmt.Fprintln(w, "file with problems, or a new interface, xdp_mode or gue_port, is refused and the running")
+	fmt.Fprintln(w, "settings stay. Needs root or CAP_BPF and CAP_NET_ADMIN.")
 	fmt.Fprintln(w, "\nThe -c file holds the same settings; flags given on the command line win:")
 	fmt.Fprintln(w, `  interface = "eth0"`)
 	fmt.Fprintln(w, `  vips = ["192.0.2.1", "2001:db8::1"]`)
@@ -73,6 +77,12 @@ type decapFlags struct {
 }
 
 func runDecap(ctx context.Context, e *env, args []string) int {
+	// SIGHUP re-reads the -c file; caught before anything else, as its
+	// default action kills the process.
+	hup := make(chan os.Signal, 4)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	fs := flag.NewFlagSet("decap", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors and usage are printed below, to the right stream
 	var f decapFlags
@@ -107,33 +117,42 @@ func runDecap(ctx context.Context, e *env, args []string) int {
 		return 2
 	}
 
-	var file *decapSettings
-	if f.config != "" {
-		data, err := os.ReadFile(f.config)
-		if err != nil {
-			fmt.Fprintf(e.stderr, "weir decap: %v\n", err)
-			return 2
-		}
-		s, probs := parseDecapFile(f.config, data)
-		if len(probs) > 0 {
-			for _, p := range probs {
-				fmt.Fprintln(e.stderr, p)
-			}
-			fmt.Fprintf(e.stderr, "weir decap: %s: %d problem%s\n", f.config, len(probs), plural(len(probs)))
-			return 2
-		}
-		file = &s
-	}
-	s, err := mergeDecapSettings(file, f)
+	s, err := loadDecapSettings(e.stderr, f)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "weir decap: %v\n", err)
 		return 2
 	}
-	if err := serveDecap(ctx, e, s, f.interval); err != nil {
+	var reload func() (decapSettings, error)
+	if f.config != "" {
+		reload = func() (decapSettings, error) { return loadDecapSettings(e.stderr, f) }
+	}
+	if err := serveDecap(ctx, e, s, f.interval, hup, reload); err != nil {
 		fmt.Fprintf(e.stderr, "weir decap: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// loadDecapSettings reads the -c file, if any, and applies the flags given
+// on the command line. The file's problems are printed to w, each with its
+// position, and reported as one error.
+func loadDecapSettings(w io.Writer, f decapFlags) (decapSettings, error) {
+	var file *decapSettings
+	if f.config != "" {
+		data, err := os.ReadFile(f.config)
+		if err != nil {
+			return decapSettings{}, err
+		}
+		s, probs := parseDecapFile(f.config, data)
+		if len(probs) > 0 {
+			for _, p := range probs {
+				fmt.Fprintln(w, p)
+			}
+			return decapSettings{}, fmt.Errorf("%s: %d problem%s", f.config, len(probs), plural(len(probs)))
+		}
+		file = &s
+	}
+	return mergeDecapSettings(file, f)
 }
 
 func plural(n int) string {
@@ -274,7 +293,7 @@ func checkDecapIface(s string) error {
 
 // serveDecap attaches the program and waits for ctx, printing counters. It
 // acts in the network namespace of the calling thread.
-func serveDecap(ctx context.Context, e *env, s decapSettings, interval time.Duration) (err error) {
+func serveDecap(ctx context.Context, e *env, s decapSettings, interval time.Duration, hup <-chan os.Signal, reload func() (decapSettings, error)) (err error) {
 	ifc, err := net.InterfaceByName(s.iface)
 	if err != nil {
 		return fmt.Errorf("interface %s: %w", s.iface, err)
@@ -296,23 +315,7 @@ func serveDecap(ctx context.Context, e *env, s decapSettings, interval time.Dura
 	if err != nil {
 		return err
 	}
-	what := "IPIP only (GUE off)"
-	if s.guePort != 0 {
-		what = fmt.Sprintf("IPIP and GUE on UDP port %d", s.guePort)
-	}
-	vips := make([]string, len(s.vips))
-	for i, a := range s.vips {
-		vips[i] = a.String()
-	}
-	from := "from any source"
-	if len(s.allow) > 0 {
-		srcs := make([]string, len(s.allow))
-		for i, p := range s.allow {
-			srcs[i] = p.String()
-		}
-		from = "from " + strings.Join(srcs, ", ") + " only"
-	}
-	fmt.Fprintf(e.stdout, "weir decap: attached to %s (%s XDP): VIPs %s; %s; %s\n", ifc.Name, att.Mode(), strings.Join(vips, ", "), what, from)
+	fmt.Fprintf(e.stdout, "weir decap: attached to %s (%s XDP): %s\n", ifc.Name, att.Mode(), describeDecap(s))
 	if len(s.allow) == 0 {
 		fmt.Fprintf(e.stderr, "weir decap: warning: no -allow-source: any host that can reach %s can tunnel packets to the VIPs in a client's name\n", ifc.Name)
 	}
@@ -334,6 +337,22 @@ func serveDecap(ctx context.Context, e *env, s decapSettings, interval time.Dura
 				return err
 			}
 			fmt.Fprintf(e.stdout, "%s: %s\n", ifc.Name, formatDecapCounters(c))
+		case <-hup:
+			if reload == nil {
+				fmt.Fprintln(e.stderr, "weir decap: SIGHUP: no -c file to re-read; the settings stay as they are")
+				continue
+			}
+			next, err := reload()
+			if err == nil {
+				err = applyDecapSettings(d, s, next)
+			}
+			if err != nil {
+				fmt.Fprintf(e.stderr, "weir decap: reload refused, the running settings stay in force: %v\n", err)
+				continue
+			}
+			s = next
+			warnForeignVIPs(e.stderr, s.vips)
+			fmt.Fprintf(e.stdout, "weir decap: reloaded: %s\n", describeDecap(s))
 		case <-ctx.Done():
 			c, cerr := d.Counters()
 			if err := att.Close(); err != nil {
@@ -347,6 +366,52 @@ func serveDecap(ctx context.Context, e *env, s decapSettings, interval time.Dura
 			return nil
 		}
 	}
+}
+
+// describeDecap says what the program decapsulates, for the attach and
+// reload lines.
+func describeDecap(s decapSettings) string {
+	what := "IPIP only (GUE off)"
+	if s.guePort != 0 {
+		what = fmt.Sprintf("IPIP and GUE on UDP port %d", s.guePort)
+	}
+	vips := make([]string, len(s.vips))
+	for i, a := range s.vips {
+		vips[i] = a.String()
+	}
+	from := "from any source"
+	if len(s.allow) > 0 {
+		srcs := make([]string, len(s.allow))
+		for i, p := range s.allow {
+			srcs[i] = p.String()
+		}
+		from = "from " + strings.Join(srcs, ", ") + " only"
+	}
+	return fmt.Sprintf("VIPs %s; %s; %s", strings.Join(vips, ", "), what, from)
+}
+
+// applyDecapSettings moves the attached program from settings cur to next.
+// The interface, attach mode and GUE port are fixed while it is attached;
+// a change to any of them is refused and nothing is applied. The allow-list
+// goes first, so that VIPs added with a narrower list are never open to the
+// old one.
+func applyDecapSettings(d *firmware.Decap, cur, next decapSettings) error {
+	switch {
+	case next.iface != cur.iface:
+		return fmt.Errorf("interface changed from %s to %s: restart weir decap to apply it", cur.iface, next.iface)
+	case next.mode != cur.mode:
+		return fmt.Errorf("xdp_mode changed from %s to %s: restart weir decap to apply it", cur.mode, next.mode)
+	case next.guePort != cur.guePort:
+		return fmt.Errorf("gue_port changed from %d to %d: restart weir decap to apply it", cur.guePort, next.guePort)
+	}
+	if err := d.SetAllowSources(next.allow); err != nil {
+		return err
+	}
+	if err := d.SetVIPs(next.vips); err != nil {
+		// Put the old list back: the running settings stay whole.
+		return errors.Join(err, d.SetAllowSources(cur.allow))
+	}
+	return nil
 }
 
 // formatDecapCounters prints every counter as name=value, so scripts can

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -264,6 +265,51 @@ func (r *decapRun) stop(t *testing.T) int {
 	return r.code
 }
 
+// hup sends the test process SIGHUP, which the running command has caught
+// (it registers for it before anything else), and waits until its output
+// holds one more line containing want.
+func (r *decapRun) hup(t *testing.T, want string) {
+	t.Helper()
+	count := func() int { return strings.Count(r.out.String()+r.errb.String(), want) }
+	before := count()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for count() == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q within 10s of SIGHUP:\n%s%s", want, r.out.String(), r.errb.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// lastCounters parses the last periodic counters line the command printed
+// for iface.
+func (r *decapRun) lastCounters(t *testing.T, iface string) map[string]uint64 {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(iface) + `: (decapsulated=.*)$`)
+	all := re.FindAllStringSubmatch(r.out.String(), -1)
+	if len(all) == 0 {
+		t.Fatalf("no counters line for %s yet:\n%s", iface, r.out.String())
+	}
+	return parseCounterFields(t, all[len(all)-1][1])
+}
+
+func parseCounterFields(t *testing.T, line string) map[string]uint64 {
+	t.Helper()
+	c := map[string]uint64{}
+	for _, kv := range strings.Fields(line) {
+		k, v, _ := strings.Cut(kv, "=")
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("counter %q: %v", kv, err)
+		}
+		c[k] = n
+	}
+	return c
+}
+
 var decapFinal = regexp.MustCompile(`(?m)^(\S+): final: (.*)$`)
 
 // finalCounters parses the counters the command printed at exit.
@@ -273,16 +319,7 @@ func (r *decapRun) finalCounters(t *testing.T) map[string]uint64 {
 	if m == nil {
 		t.Fatalf("no final counters in the output:\n%s", r.out.String())
 	}
-	c := map[string]uint64{}
-	for _, kv := range strings.Fields(m[2]) {
-		k, v, _ := strings.Cut(kv, "=")
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("counter %q: %v", kv, err)
-		}
-		c[k] = n
-	}
-	return c
+	return parseCounterFields(t, m[2])
 }
 
 func decapTestLogger(t *testing.T) *slog.Logger {
@@ -444,14 +481,71 @@ func TestDecapCommandLab(t *testing.T) {
 
 	// With an allow-list that leaves the appliance out, its tunnel
 	// packets reach the stack untouched and the request fails as above.
-	foreign := startDecapCommand(t, be.NS, "-i", be.NIC.Name, "-vip", r.VIP4.String(), "-allow-source", "198.51.100.0/24", "-interval", "0")
+	writeSettings := func(allow string) {
+		t.Helper()
+		text := fmt.Sprintf("interface = %q\nvips = [%q]\nallow_sources = [%s]\n", be.NIC.Name, r.VIP4, allow)
+		if err := os.WriteFile(settings, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeSettings(`"198.51.100.0/24"`)
+	foreign := startDecapCommand(t, be.NS, "-c", settings, "-interval", "50ms")
 	if err := get(r.VIP4, time.Second); err == nil {
 		t.Errorf("a request through ipip succeeded from a source outside the allow-list")
+	}
+	time.Sleep(150 * time.Millisecond) // a periodic line after the attempt
+	c0 := foreign.lastCounters(t, be.NIC.Name)
+	if c0["foreign_src"] == 0 || c0["decapsulated"] != 0 {
+		t.Errorf("counters with the appliance outside the allow-list %v: want foreign sources and nothing decapsulated", c0)
+	}
+
+	// SIGHUP with a broken file: refused, the running list stays.
+	writeSettings(`"198.51.100.0/24", "not-a-prefix"`)
+	foreign.hup(t, "reload refused")
+	if !strings.Contains(foreign.errb.String(), "allow_sources[1]") {
+		t.Errorf("the refused reload does not name the bad entry:\n%s", foreign.errb.String())
+	}
+	if err := get(r.VIP4, time.Second); err == nil {
+		t.Errorf("a request through ipip succeeded after a refused reload")
+	}
+	// SIGHUP with the appliance in the list: applied in place, requests
+	// go through without the program being detached.
+	writeSettings(fmt.Sprintf("%q", r.Appliance.Addr4))
+	foreign.hup(t, "weir decap: reloaded: ")
+	for i := range n {
+		if err := get(r.VIP4, 5*time.Second); err != nil {
+			t.Fatalf("request %d after the reload that allows the appliance: %v", i, err)
+		}
 	}
 	if code := foreign.stop(t); code != 0 {
 		t.Fatalf("weir decap exited %d:\n%s%s", code, foreign.out.String(), foreign.errb.String())
 	}
-	if c := foreign.finalCounters(t); c["foreign_src"] == 0 || c["decapsulated"] != 0 {
-		t.Errorf("final counters with the appliance outside the allow-list %v: want foreign_src > 0 and nothing decapsulated", c)
+	c = foreign.finalCounters(t)
+	if c["foreign_src"] < c0["foreign_src"] {
+		t.Errorf("foreign_src went down across the reloads: %d -> %d", c0["foreign_src"], c["foreign_src"])
+	}
+	if c["ipip"] < n || c["failed"]+c["malformed"] != 0 {
+		t.Errorf("final counters after the reload %v: want at least %d IPIP packets decapsulated, nothing broken", c, n)
+	}
+}
+
+// A reload may change the VIPs and the allow-list only: a new interface,
+// attach mode or GUE port is refused before the program is touched.
+func TestDecapReloadRefusesFixedSettings(t *testing.T) {
+	cur := decapSettings{iface: "eth0", vips: []netip.Addr{netip.MustParseAddr("192.0.2.1")}, guePort: 6080, mode: firmware.AttachAuto}
+	for _, tc := range []struct {
+		change func(*decapSettings)
+		want   string
+	}{
+		{func(s *decapSettings) { s.iface = "eth1" }, "interface changed from eth0 to eth1: restart"},
+		{func(s *decapSettings) { s.mode = firmware.AttachGeneric }, "xdp_mode changed"},
+		{func(s *decapSettings) { s.guePort = 5555 }, "gue_port changed from 6080 to 5555: restart"},
+	} {
+		next := cur
+		tc.change(&next)
+		// A nil program: a refused reload must not reach it.
+		if err := applyDecapSettings(nil, cur, next); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("applyDecapSettings: %v, want an error containing %q", err, tc.want)
+		}
 	}
 }
