@@ -449,7 +449,7 @@ type Stats struct {
 func (a *Appliance) Stats() (Stats, error) {
 	var st Stats
 	for _, w := range a.workers {
-		ws := w.stats()
+		ws := w.Stats()
 		st.Total.Add(&ws.Counters)
 		st.Workers = append(st.Workers, ws)
 	}
@@ -465,7 +465,7 @@ func (a *Appliance) RealStats() []RealStat {
 	var out []RealStat
 	sums := make([]RealCounters, len(s.reals))
 	for _, w := range a.workers {
-		ws := w.stats()
+		ws := w.Stats()
 		for i := range min(len(ws.Reals), len(sums)) {
 			sums[i].Packets += ws.Reals[i].Packets
 			sums[i].Bytes += ws.Reals[i].Bytes

@@ -406,7 +406,7 @@ func (src *applianceSource) metricsSample() metricsSample {
 	s := metricsSample{iface: src.iface, afxdp: src.afxdp, xdpMode: src.xdpMode, capacity: src.capacity}
 	snap := a.snap.Load()
 	for _, w := range a.workers {
-		ws := w.stats()
+		ws := w.Stats()
 		// Until its first publish a worker's published stats are all zero,
 		// queue number included.
 		ws.Queue, ws.CPU = w.queue, w.cpu

@@ -346,7 +346,7 @@ func loadBatch(pkts []Packet, bases []uint64, descs []ring.Desc, area []byte, fr
 		pk := &pkts[i]
 		pk.Buf = area[base : base+frameSize : base+frameSize]
 		pk.Start, pk.Len = int(d.Addr&mask), int(d.Len)
-		touch += uint64(pk.Buf[pk.Start&int(mask)])
+		touch += uint64(pk.Buf[pk.Start])
 	}
 	return touch
 }
@@ -391,6 +391,3 @@ func (w *Worker) Stats() WorkerStats {
 	out.Reals = append([]RealCounters(nil), w.published.Reals...)
 	return out
 }
-
-// stats is Stats, for the appliance's callers.
-func (w *Worker) stats() WorkerStats { return w.Stats() }
