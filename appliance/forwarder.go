@@ -253,9 +253,9 @@ func (f *Forwarder) decide(pk *Packet, p *packet.Parsed, hash uint64) (v Verdict
 	switch vip.Mode {
 	case ModeDSR:
 		outStart, outLen = pk.Start, pk.Len
-		eth := packet.Ethernet(pk.Buf[outStart : outStart+outLen])
-		eth.SetDst(r.mac)
-		eth.SetSrc(s.localMAC)
+		// Both MACs at once, from the real; the EtherType and any VLAN
+		// tags stay.
+		*(*[12]byte)(pk.Buf[outStart:]) = [12]byte(r.eth[:12])
 	default:
 		v, outStart, outLen = f.encapsulate(pk.Buf, pk.Start, p, vip, r, hash)
 		if v != VerdictTX {
@@ -295,32 +295,63 @@ func (f *Forwarder) unknownVIP(p *packet.Parsed) DropReason {
 // encapsulate puts the outer headers of vip's mode in front of the IP packet,
 // or handles a packet that would not fit the VIP's MTU.
 func (f *Forwarder) encapsulate(buf []byte, start int, p *packet.Parsed, vip *vipState, r *realState, hash uint64) (Verdict, int, int) {
-	l2Len := int(p.L3Off)
-	ipLen := int(p.IPLen)
-	outer := packet.IPv4MinLen
-	if r.family == 6 {
-		outer = packet.IPv6Len
-	}
-	extra, proto := 0, packet.InnerProto(p.Family)
-	if vip.Mode == ModeGUE {
-		extra, proto = packet.UDPLen, packet.ProtoUDP
-	}
-	total := outer + extra + ipLen
+	hdrLen := int(r.encapLen)
+	total := hdrLen + int(p.IPLen) // from the outer IP header on
 	if total > vip.mtu {
-		return f.tooBig(buf, start, p, vip, outer+extra)
+		return f.tooBig(buf, start, p, vip, hdrLen)
 	}
-	if start < outer+extra {
+	if start < hdrLen {
 		return f.drop(DropNoHeadroom)
 	}
+	if r.family != 4 || p.L3Off != packet.EthernetLen {
+		// VLAN tags and outer IPv6 headers, rarer, take the general path,
+		// so that the common one here keeps few values across calls.
+		return f.encapsulateAny(buf, start, p, vip, r, hash, total)
+	}
+	// An untagged frame with an outer IPv4 header: the whole Ethernet
+	// header comes from r, and each header is written in a few whole-word
+	// stores with nothing computed that the snapshot already knows.
+	ns := start - hdrLen
+	*(*[packet.EthernetLen]byte)(buf[ns:]) = r.eth
+	var id, flags uint16
+	if p.DF {
+		flags = packet.IPv4FlagDF
+	} else {
+		f.ipID++
+		id = f.ipID
+	}
+	src := r.src4
+	if vip.srcPrefix {
+		src = craft4(vip, hash)
+	}
+	w0, w1, w2 := packet.IPv4HeaderWords(p.TOS, uint16(total), id, flags, packet.DefaultTTL, r.outerProto)
+	packet.PutIPv4HeaderWords((*[packet.IPv4MinLen]byte)(buf[ns+packet.EthernetLen:]), w0, w1, w2, uint64(src), uint64(r.dst4))
+	if vip.Mode == ModeGUE {
+		// GUE. A zero UDP checksum is allowed over IPv4 (RFC 768) and saves
+		// a pass over the whole packet.
+		packet.PutUDPHeader((*[packet.UDPLen]byte)(buf[ns+packet.EthernetLen+packet.IPv4MinLen:]),
+			gueSourcePort(hash), vip.gueport, uint16(total-packet.IPv4MinLen), 0)
+	}
+	return VerdictTX, ns, packet.EthernetLen + total
+}
+
+// encapsulateAny is encapsulate for any L2 header and either outer family;
+// total is the length of the packet from the outer header on.
+func (f *Forwarder) encapsulateAny(buf []byte, start int, p *packet.Parsed, vip *vipState, r *realState, hash uint64, total int) (Verdict, int, int) {
+	l2Len := int(p.L3Off)
+	ipLen := int(p.IPLen)
+	extra := 0
+	if vip.Mode == ModeGUE {
+		extra = packet.UDPLen
+	}
+	proto := r.outerProto
 	if r.family != 4 {
-		// The rarer IPv6 outer header has its own function, so that the
-		// IPv4 path here keeps few values across its one call.
 		return f.encapsulate6(buf, start, p, vip, r, hash, extra, proto, total)
 	}
 	s := f.snap
 	src := s.local4
 	if vip.srcPrefix {
-		src = craft4(vip, hash)
+		binary.BigEndian.PutUint32(src[:], craft4(vip, hash))
 	}
 	var id uint16
 	if !p.DF {
@@ -329,8 +360,6 @@ func (f *Forwarder) encapsulate(buf []byte, start int, p *packet.Parsed, vip *vi
 	}
 	ns := packet.EncapIPv4(buf, start, l2Len, ipLen, extra, proto, p.TOS, p.DF, id, src, r.addr4)
 	if extra != 0 {
-		// GUE. A zero UDP checksum is allowed over IPv4 (RFC 768) and saves
-		// a pass over the whole packet.
 		packet.WriteUDPHeader(buf[ns+l2Len+packet.IPv4MinLen:], gueSourcePort(hash), vip.gueport, uint16(extra+ipLen), 0)
 	}
 	eth := packet.Ethernet(buf[ns:])
@@ -339,7 +368,7 @@ func (f *Forwarder) encapsulate(buf []byte, start int, p *packet.Parsed, vip *vi
 	return VerdictTX, ns, l2Len + total
 }
 
-// encapsulate6 finishes encapsulate for a real with an IPv6 address: extra
+// encapsulate6 finishes encapsulateAny for a real with an IPv6 address: extra
 // is the UDP header's length for GUE (0 for IPIP), proto the outer next
 // header and total the length of the packet from the outer header on.
 func (f *Forwarder) encapsulate6(buf []byte, start int, p *packet.Parsed, vip *vipState, r *realState, hash uint64, extra int, proto uint8, total int) (Verdict, int, int) {
@@ -391,12 +420,10 @@ func (f *Forwarder) tooBig(buf []byte, start int, p *packet.Parsed, vip *vipStat
 func gueSourcePort(hash uint64) uint16 { return 0xc000 | uint16(hash>>32)&0x3fff }
 
 // craft4 returns an outer IPv4 source inside the VIP's source prefix whose
-// host bits come from the flow hash.
-func craft4(v *vipState, hash uint64) [4]byte {
-	var a [4]byte
+// host bits come from the flow hash, as a big-endian integer.
+func craft4(v *vipState, hash uint64) uint32 {
 	h := uint32(hash) ^ uint32(hash>>32)
-	binary.BigEndian.PutUint32(a[:], binary.BigEndian.Uint32(v.srcBase[:4])|h&binary.BigEndian.Uint32(v.srcHostMask[:4]))
-	return a
+	return binary.BigEndian.Uint32(v.srcBase[:4]) | h&binary.BigEndian.Uint32(v.srcHostMask[:4])
 }
 
 // craft6 is craft4 for IPv6.

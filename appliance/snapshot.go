@@ -64,6 +64,20 @@ type realState struct {
 	addr6  [16]byte
 	mac    packet.MAC
 	name   string
+
+	// What the forwarder writes for this real, worked out once per snapshot
+	// rather than per packet.
+	//
+	// eth is the untagged Ethernet header of frames to it: its MAC, the
+	// appliance's MAC and the EtherType of the outer header (encapsulating
+	// VIPs; DSR uses only the addresses). encapLen is the length of the outer
+	// headers (0 for DSR), outerProto the outer IPv4 protocol or IPv6 next
+	// header, and src4 and dst4 the outer IPv4 addresses as big-endian
+	// integers (src4 unless the VIP crafts sources per flow).
+	eth        [packet.EthernetLen]byte
+	encapLen   uint8
+	outerProto uint8
+	src4, dst4 uint32
 }
 
 // Errors that snapshot building reports wrapped with context.
@@ -171,6 +185,7 @@ func BuildSnapshot(m Model, reg *Registry, generation uint64) (*Snapshot, error)
 			}
 			r.mac = b.MAC
 			r.name = cmp.Or(b.Name, b.Addr.String())
+			r.setOuter(vs, s)
 			r.usable = b.State != StateFailed && b.MAC != (packet.MAC{})
 			if r.usable && b.State == StateActive && b.Weight > 0 {
 				// Same order as the backends given to NewTable above.
@@ -181,6 +196,27 @@ func BuildSnapshot(m Model, reg *Registry, generation uint64) (*Snapshot, error)
 	}
 	s.buildIndexes()
 	return s, nil
+}
+
+// setOuter works out the headers the forwarder puts on r's packets from
+// r's address and MAC, its VIP v and the snapshot's local addresses.
+func (r *realState) setOuter(v *vipState, s *Snapshot) {
+	*(*packet.MAC)(r.eth[0:6]) = r.mac
+	*(*packet.MAC)(r.eth[6:12]) = s.localMAC
+	etherType := uint16(packet.EtherTypeIPv4)
+	outer := packet.IPv4MinLen
+	if r.family == 6 {
+		etherType, outer = packet.EtherTypeIPv6, packet.IPv6Len
+	}
+	binary.BigEndian.PutUint16(r.eth[12:14], etherType)
+	switch v.Mode {
+	case ModeIPIP:
+		r.encapLen, r.outerProto = uint8(outer), packet.InnerProto(v.family)
+	case ModeGUE:
+		r.encapLen, r.outerProto = uint8(outer+packet.UDPLen), packet.ProtoUDP
+	}
+	r.src4 = binary.BigEndian.Uint32(s.local4[:])
+	r.dst4 = binary.BigEndian.Uint32(r.addr4[:])
 }
 
 // usable reports whether a backend may carry traffic: its established flows

@@ -54,8 +54,8 @@ func EncapIPv4(buf []byte, start, l2Len, ipLen, extra int, proto, tos uint8, df 
 	if df {
 		flags = IPv4FlagDF
 	}
-	w0, w1, w2 := ipv4Words(tos, uint16(ipLen+n), id, flags, DefaultTTL, proto)
-	putIPv4Header((*[IPv4MinLen]byte)(buf[ns+l2Len:]), w0, w1, w2,
+	w0, w1, w2 := IPv4HeaderWords(tos, uint16(ipLen+n), id, flags, DefaultTTL, proto)
+	PutIPv4HeaderWords((*[IPv4MinLen]byte)(buf[ns+l2Len:]), w0, w1, w2,
 		uint64(binary.BigEndian.Uint32(src[:])), uint64(binary.BigEndian.Uint32(dst[:])))
 	return ns
 }

@@ -98,23 +98,25 @@ func (h IPv4) ChecksumValid() bool { return Checksum(h[:h.HeaderLen()], 0) == 0x
 // WriteIPv4Header writes a 20-byte IPv4 header without options at b[0:20]
 // with a correct checksum. flags carries IPv4FlagDF when set.
 func WriteIPv4Header(b []byte, tos uint8, totalLen uint16, id uint16, flags uint16, ttl, proto uint8, src, dst [4]byte) {
-	w0, w1, w2 := ipv4Words(tos, totalLen, id, flags, ttl, proto)
-	putIPv4Header((*[IPv4MinLen]byte)(b), w0, w1, w2,
+	w0, w1, w2 := IPv4HeaderWords(tos, totalLen, id, flags, ttl, proto)
+	PutIPv4HeaderWords((*[IPv4MinLen]byte)(b), w0, w1, w2,
 		uint64(binary.BigEndian.Uint32(src[:])), uint64(binary.BigEndian.Uint32(dst[:])))
 }
 
-// ipv4Words returns the first three 32-bit words of an IPv4 header without
-// options, the checksum left zero.
-func ipv4Words(tos uint8, totalLen uint16, id uint16, flags uint16, ttl, proto uint8) (w0, w1, w2 uint64) {
+// IPv4HeaderWords returns the first three 32-bit words of an IPv4 header
+// without options, the checksum left zero, for PutIPv4HeaderWords.
+func IPv4HeaderWords(tos uint8, totalLen uint16, id uint16, flags uint16, ttl, proto uint8) (w0, w1, w2 uint64) {
 	return 0x45<<24 | uint64(tos)<<16 | uint64(totalLen), uint64(id)<<16 | uint64(flags), uint64(ttl)<<24 | uint64(proto)<<16
 }
 
-// putIPv4Header stores the 32-bit header words w0, w1 and w2 (checksum
-// zero) and the addresses src and dst at h, with the checksum. The five
-// words sum to less than 2^35, and that sum folds to the same one's
-// complement sum as the ten 16-bit words would. It is small enough to
-// inline, and takes scalars so that nothing goes through memory.
-func putIPv4Header(h *[IPv4MinLen]byte, w0, w1, w2, src, dst uint64) {
+// PutIPv4HeaderWords stores the 32-bit header words w0, w1 and w2 (checksum
+// zero) and the addresses src and dst (big-endian integers: bytes a.b.c.d
+// as a<<24|b<<16|c<<8|d) at h, with the checksum. The five words sum to
+// less than 2^35, and that sum folds to the same one's complement sum as
+// the ten 16-bit words would. With IPv4HeaderWords it is WriteIPv4Header in
+// two pieces small enough to inline into the per-packet path; both take
+// scalars so that nothing goes through memory.
+func PutIPv4HeaderWords(h *[IPv4MinLen]byte, w0, w1, w2, src, dst uint64) {
 	acc := w0 + w1 + w2 + src + dst
 	acc = acc>>16 + acc&0xffff // < 2^20 (2^16 is 1 in one's complement)
 	acc = acc>>16 + acc&0xffff // <= 0xffff + 15

@@ -89,6 +89,11 @@ func (u UDP) Checksum() uint16 { return binary.BigEndian.Uint16(u[6:8]) }
 // SetChecksum sets the checksum field.
 func (u UDP) SetChecksum(c uint16) { binary.BigEndian.PutUint16(u[6:8], c) }
 
+// PutUDPHeader is WriteUDPHeader for a fixed-size destination, in one store.
+func PutUDPHeader(h *[UDPLen]byte, src, dst, length, checksum uint16) {
+	binary.BigEndian.PutUint64(h[:], uint64(src)<<48|uint64(dst)<<32|uint64(length)<<16|uint64(checksum))
+}
+
 // WriteUDPHeader writes a UDP header at b[0:8] with the given checksum field.
 func WriteUDPHeader(b []byte, src, dst, length, checksum uint16) {
 	_ = b[7]
