@@ -239,16 +239,6 @@ func usedSlots(tags uint64) uint64 {
 	return ^zeroBytes(tags) & slotsMSB
 }
 
-// keyEqual compares field by field: the compiler inlines this as four 8-byte
-// compares for the addresses and one 4-byte and one 2-byte compare for the
-// ports, protocol and family, where == on the struct (it has a blank field)
-// calls runtime.memequal.
-func keyEqual(a, b *packet.FlowKey) bool {
-	return a.Src == b.Src && a.Dst == b.Dst &&
-		uint32(a.SrcPort)|uint32(a.DstPort)<<16 == uint32(b.SrcPort)|uint32(b.DstPort)<<16 &&
-		uint16(a.Proto)|uint16(a.Family)<<8 == uint16(b.Proto)|uint16(b.Family)<<8
-}
-
 // Lookup returns the backend remembered for k. On a hit it refreshes the
 // entry's idle deadline. An expired entry is a miss, and its slot is freed.
 func (t *Table) Lookup(k *packet.FlowKey, hash uint64, now int64) (backend uint32, ok bool) {
@@ -257,7 +247,7 @@ func (t *Table) Lookup(k *packet.FlowKey, hash uint64, now int64) (backend uint3
 	keys := &b.keys
 	for m := matchTag(loadTags(b), tagOf(hash)); m != 0; m &= m - 1 {
 		i := bits.TrailingZeros64(m) >> 3
-		if !keyEqual(&keys[i], k) {
+		if !keys[i].Equal(k) {
 			continue
 		}
 		nt := tick(now)
@@ -291,7 +281,7 @@ func (t *Table) Insert(k *packet.FlowKey, hash uint64, backend uint32, now int64
 	tags := loadTags(b)
 	for m := matchTag(tags, tagOf(hash)); m != 0; m &= m - 1 {
 		i := bits.TrailingZeros64(m) >> 3
-		if !keyEqual(&keys[i], k) {
+		if !keys[i].Equal(k) {
 			continue
 		}
 		if int32(b.deadline[i]-nt) > 0 {
@@ -371,7 +361,7 @@ func (t *Table) Delete(k *packet.FlowKey, hash uint64, now int64) bool {
 	keys := &b.keys
 	for m := matchTag(loadTags(b), tagOf(hash)); m != 0; m &= m - 1 {
 		i := bits.TrailingZeros64(m) >> 3
-		if !keyEqual(&keys[i], k) {
+		if !keys[i].Equal(k) {
 			continue
 		}
 		b.tags[i] = 0

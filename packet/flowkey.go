@@ -45,6 +45,15 @@ const (
 // words views a key as its five 8-byte words.
 func (k *FlowKey) words() *[5]uint64 { return (*[5]uint64)(unsafe.Pointer(k)) }
 
+// Equal reports whether k and o are the same flow. It compares the keys as
+// five 8-byte words, padding included, which is the same as comparing their
+// fields because every writer leaves the padding zero: field assignments and
+// composite literals never set it, and setV4 and setV6 store it as zero.
+func (k *FlowKey) Equal(o *FlowKey) bool {
+	a, b := k.words(), o.words()
+	return (a[0]^b[0])|(a[1]^b[1])|(a[2]^b[2])|(a[3]^b[3])|(a[4]^b[4]) == 0
+}
+
 // tail returns the key's last word as stored: the ports, protocol and family
 // in their fields' native byte order, and the padding zero.
 func tail(srcPort, dstPort uint16, proto, family uint8) uint64 {
