@@ -301,9 +301,13 @@ func putClient(b []byte, c uint32) { binary.BigEndian.PutUint32(b, c) }
 // pipelineCase is the state of one case: a forwarder, a batch of frame
 // buffers and the flow sequence.
 type pipelineCase struct {
-	f        *appliance.Forwarder
-	snap     *appliance.Snapshot
-	pkts     []appliance.Packet
+	f    *appliance.Forwarder
+	snap *appliance.Snapshot
+	pkts []appliance.Packet
+	// Where each frame's Ethernet header and client number are, so that
+	// restoring them is two stores without bounds checks.
+	heads    []*[ethLen]byte
+	clientOf []*[4]byte
 	eth      [ethLen]byte
 	clientAt int      // offset of the low 32 bits of the client address in a buffer
 	seq      []uint32 // established clients in visiting order
@@ -369,6 +373,8 @@ func newPipelineCase(cfg PipelineConfig, mode appliance.Mode, family, size, nflo
 		buf := make([]byte, pipelineHeadroom+len(frame))
 		copy(buf[pipelineHeadroom:], frame)
 		pc.pkts[i] = appliance.Packet{Buf: buf, Start: pipelineHeadroom, Len: len(frame)}
+		pc.heads = append(pc.heads, (*[ethLen]byte)(buf[pipelineHeadroom:]))
+		pc.clientOf = append(pc.clientOf, (*[4]byte)(buf[pc.clientAt:]))
 	}
 
 	// Establish the flows, then visit them in a shuffled order so that
@@ -397,9 +403,11 @@ func newPipelineCase(cfg PipelineConfig, mode appliance.Mode, family, size, nflo
 // overwrote it; the IP packet itself is never changed) and its client
 // address: the same few bytes in every case.
 func (pc *pipelineCase) batch(pkts []appliance.Packet, clients []uint32, now int64) {
-	for j := range pkts {
-		buf := pkts[j].Buf
-		copy(buf[pipelineHeadroom:], pc.eth[:])
+	heads, clientOf := pc.heads[:len(pkts)], pc.clientOf[:len(pkts)]
+	clientOf = clientOf[:len(heads)]
+	eth := pc.eth
+	for j, h := range heads {
+		*h = eth
 		var c uint32
 		switch {
 		case clients != nil:
@@ -417,7 +425,7 @@ func (pc *pipelineCase) batch(pkts []appliance.Packet, clients []uint32, now int
 				}
 			}
 		}
-		putClient(buf[pc.clientAt:], c)
+		putClient(clientOf[j][:], c)
 	}
 	pc.f.Begin(pc.snap, now)
 	pc.f.ForwardBatch(pkts)
