@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+
+	"github.com/weirlb/weir/internal/hugemem"
 )
 
 // Defaults used when a Config field is zero.
@@ -110,7 +112,7 @@ func New(cfg Config) (*Umem, error) {
 		return nil, err
 	}
 	size := uint64(cfg.FrameSize) * uint64(cfg.FrameCount)
-	area, err := mapArea(int(size))
+	area, err := hugemem.Map(int(size))
 	if err != nil {
 		return nil, fmt.Errorf("umem: map %d frames of %d bytes: %w", cfg.FrameCount, cfg.FrameSize, err)
 	}
@@ -153,7 +155,7 @@ func (u *Umem) Close() error {
 	if u.area == nil {
 		return nil
 	}
-	err := unmapArea(u.area)
+	err := hugemem.Unmap(u.area)
 	u.area = nil
 	if err != nil {
 		return fmt.Errorf("umem: unmap: %w", err)
