@@ -300,6 +300,7 @@ func (a *Appliance) openQueue(q int, fc flows.Config, epoch time.Time) error {
 		Batch: a.opts.BatchSize, IdleSpin: a.opts.IdleSpin, Epoch: epoch,
 	})
 	if err != nil {
+		fwd.Close()
 		return err
 	}
 	a.workers = append(a.workers, w)
@@ -557,6 +558,11 @@ func (a *Appliance) teardown() []error {
 		}
 	}
 	a.sockets = nil
+	// The workers have returned (or never ran): nothing uses the flow
+	// tables any more.
+	for _, w := range a.workers {
+		w.fwd.Close()
+	}
 	for _, u := range a.umems {
 		if err := u.Check(); err != nil {
 			errs = append(errs, fmt.Errorf("frame accounting: %w", err))

@@ -53,15 +53,19 @@ type Forwarder struct {
 // NewForwarder returns a forwarder with a flow table built from fc and
 // per-real counters for up to maxReals reals (Registry.MaxReals).
 func NewForwarder(fc flows.Config, maxReals int) (*Forwarder, error) {
+	if maxReals < 1 || maxReals > MaxRealsLimit {
+		return nil, fmt.Errorf("max reals %d out of range 1..%d", maxReals, MaxRealsLimit)
+	}
 	t, err := flows.New(fc)
 	if err != nil {
 		return nil, fmt.Errorf("flow table: %w", err)
 	}
-	if maxReals < 1 || maxReals > MaxRealsLimit {
-		return nil, fmt.Errorf("max reals %d out of range 1..%d", maxReals, MaxRealsLimit)
-	}
 	return &Forwarder{flows: t, reals: make([]RealCounters, maxReals), realIDs: make([]uint32, maxReals), batch: new(batchState)}, nil
 }
+
+// Close releases the flow table's memory (see flows.Table.Close). The
+// forwarder must not be used afterwards.
+func (f *Forwarder) Close() { f.flows.Close() }
 
 // batchState holds what ForwardBatch learns in its first pass.
 type batchState struct {

@@ -114,6 +114,7 @@ func newForwarder(tb testing.TB, s *Snapshot, c flows.Config) *Forwarder {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(f.Close)
 	f.Begin(s, int64(time.Hour))
 	return f
 }

@@ -354,6 +354,7 @@ func newPipelineCase(cfg PipelineConfig, mode appliance.Mode, family, size, nflo
 	}
 	frame, err := BuildFrame(spec)
 	if err != nil {
+		f.Close()
 		return nil, 0, err
 	}
 	pc := &pipelineCase{
@@ -389,6 +390,7 @@ func newPipelineCase(cfg PipelineConfig, mode appliance.Mode, family, size, nflo
 	}
 	c := f.Counters()
 	if c.TXPackets != uint64(nflows) {
+		f.Close()
 		return nil, 0, fmt.Errorf("establishing %d flows forwarded %d packets (drops: %d)", nflows, c.TXPackets, c.Dropped())
 	}
 	rand.New(rand.NewPCG(1, 2)).Shuffle(len(clients), func(i, j int) { clients[i], clients[j] = clients[j], clients[i] })
@@ -456,6 +458,7 @@ func runPipelineOnce(cfg PipelineConfig, c pipelineCaseSpec) (pipelineRun, error
 	if err != nil {
 		return pipelineRun{}, err
 	}
+	defer pc.f.Close()
 	// Setting up a million flows, and the previous case, leave garbage:
 	// collect it now rather than during the timed run.
 	runtime.GC()

@@ -217,6 +217,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 type ringsBench struct {
 	cfg    RingsConfig
 	u      *umem.Umem
+	fwd    *appliance.Forwarder
 	sock   *ring.Socket
 	sim    *ring.SimKernel
 	snap   atomic.Pointer[appliance.Snapshot]
@@ -253,9 +254,10 @@ func newRingsBench(cfg RingsConfig) (_ *ringsBench, err error) {
 		Headroom:   appliance.DefaultHeadroom,
 	})
 	if err != nil {
+		fwd.Close()
 		return nil, fmt.Errorf("rings: %w", err)
 	}
-	rb := &ringsBench{cfg: cfg, u: u}
+	rb := &ringsBench{cfg: cfg, u: u, fwd: fwd}
 	rb.snap.Store(snap)
 	defer func() {
 		if err != nil {
@@ -300,11 +302,13 @@ func newRingsBench(cfg RingsConfig) (_ *ringsBench, err error) {
 	return rb, nil
 }
 
+// close releases everything; the worker must have returned.
 func (rb *ringsBench) close() {
 	if rb.sock != nil {
 		rb.sock.Close()
 	}
 	rb.u.Close()
+	rb.fwd.Close()
 }
 
 // kernel plays the NIC and the kernel until stop: it receives a batch of
