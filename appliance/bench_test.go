@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+	"time"
 
 	"github.com/weirlb/weir/flows"
 )
@@ -78,7 +79,14 @@ func newBenchState(b *testing.B, mode Mode, nflows, capacity int) *benchState {
 	s := buildSnapshot(b, m, newRegistry(b), 1)
 	cfg := flows.DefaultConfig()
 	cfg.Capacity = capacity
-	st := &benchState{f: newForwarder(b, s, cfg), start: benchStart, next: benchNewBase}
+	// Not newForwarder: its table would be closed when the first of the
+	// runs that share this state ends. The garbage collector unmaps it.
+	f, err := NewForwarder(cfg, 1024)
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.Begin(s, int64(time.Hour))
+	st := &benchState{f: f, start: benchStart, next: benchNewBase}
 	frame := frameOf(tcpPacket(client4, addr("192.0.2.100"), 40000, 80, flagACK, 0)) // 54 bytes, a 64-byte packet on the wire
 	st.n = len(frame)
 	st.buf = make([]byte, benchStart+len(frame))
