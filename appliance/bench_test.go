@@ -181,7 +181,10 @@ func (st *benchState) run(b *testing.B) {
 	if st.seq == nil && c.NewFlows-newFlows != n {
 		b.Fatalf("%d new flows in %d packets", c.NewFlows-newFlows, n)
 	}
-	if st.seq != nil && c.FlowHits-hits < n-n/100 {
+	// Establishing a million flows may evict a few (newBenchState allows
+	// 0.2%), and a short run can meet two or three of them: the check is
+	// for a benchmark that misses wholesale.
+	if st.seq != nil && c.FlowHits-hits+3 < n-n/100 {
 		b.Fatalf("only %d flow hits in %d packets", c.FlowHits-hits, n)
 	}
 }
