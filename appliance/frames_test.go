@@ -545,20 +545,21 @@ func checkOutput(in, out []byte, v Verdict) (decoded, error) {
 	if il == nil {
 		return fail("inner packet does not decode as %v: %v", lt, ipkt.ErrorLayer())
 	}
-	if _, _, _, ipPayload, err := checkIP(il); err != nil {
+	if _, _, _, _, err := checkIP(il); err != nil {
 		return fail("inner: %v", err)
-	} else if len(ipPayload) != len(inner)-ipHeaderLen(inner) {
-		return fail("inner IP length does not cover the encapsulated packet")
+	} else if n := ipPacketLen(inner); n != len(inner) {
+		return fail("inner IP length %d does not cover the encapsulated packet (%d bytes)", n, len(inner))
 	}
 	return d, nil
 }
 
-// ipHeaderLen is the length of the fixed (IPv6) or whole (IPv4) header of ip.
-func ipHeaderLen(ip []byte) int {
+// ipPacketLen is the length of the IP packet ip as its header gives it (not
+// gopacket's payload, which for IPv6 leaves out a hop-by-hop header).
+func ipPacketLen(ip []byte) int {
 	if ip[0]>>4 == 4 {
-		return int(ip[0]&0xf) * 4
+		return int(binary.BigEndian.Uint16(ip[2:4]))
 	}
-	return 40
+	return 40 + int(binary.BigEndian.Uint16(ip[4:6]))
 }
 
 // checkIP verifies an IP layer decoded by gopacket (the IPv4 header checksum)
