@@ -176,40 +176,16 @@ func mergeDecapSettings(file *decapSettings, f decapFlags) (decapSettings, error
 		s.iface = f.iface
 	}
 	if f.set["vip"] {
-		var vips []netip.Addr
-		for _, v := range strings.Split(f.vips, ",") {
-			v = strings.TrimSpace(v)
-			if v == "" {
-				continue
-			}
-			a, err := parseDecapVIP(v)
-			if err != nil {
-				return s, fmt.Errorf("-vip: %w", err)
-			}
-			if slices.Contains(vips, a) {
-				return s, fmt.Errorf("-vip: %s is listed twice", a)
-			}
-			vips = append(vips, a)
+		vips, err := parseFlagList([]string{f.vips}, parseDecapVIP)
+		if err != nil {
+			return s, fmt.Errorf("-vip: %w", err)
 		}
 		s.vips = vips
 	}
 	if f.set["allow-source"] {
-		var allow []netip.Prefix
-		for _, v := range f.allow {
-			for _, v := range strings.Split(v, ",") {
-				v = strings.TrimSpace(v)
-				if v == "" {
-					continue
-				}
-				p, err := parseAllowSource(v)
-				if err != nil {
-					return s, fmt.Errorf("-allow-source: %w", err)
-				}
-				if slices.Contains(allow, p) {
-					return s, fmt.Errorf("-allow-source: %s is listed twice", p)
-				}
-				allow = append(allow, p)
-			}
+		allow, err := parseFlagList(f.allow, parseAllowSource)
+		if err != nil {
+			return s, fmt.Errorf("-allow-source: %w", err)
 		}
 		s.allow = allow
 	}
@@ -284,6 +260,29 @@ func parseAllowSource(s string) (netip.Prefix, error) {
 }
 
 // checkDecapIface checks an interface name the way the kernel would.
+// parseFlagList parses the comma-separated items of every value of a
+// repeatable flag, skipping empty ones; an item given twice is an error.
+func parseFlagList[T comparable](values []string, parse func(string) (T, error)) ([]T, error) {
+	var out []T
+	for _, v := range values {
+		for _, item := range strings.Split(v, ",") {
+			item = strings.TrimSpace(item)
+			if item == "" {
+				continue
+			}
+			x, err := parse(item)
+			if err != nil {
+				return nil, err
+			}
+			if slices.Contains(out, x) {
+				return nil, fmt.Errorf("%v is listed twice", x)
+			}
+			out = append(out, x)
+		}
+	}
+	return out, nil
+}
+
 func checkDecapIface(s string) error {
 	if s == "" || len(s) > 15 || s == "." || s == ".." || strings.ContainsAny(s, "/: \t\n") {
 		return errors.New("not a valid interface name")
