@@ -52,11 +52,15 @@ func NewInMemory(cfg Config) (*Socket, *SimKernel, error) {
 		tx:         TXQueue{r: newProducer(txSlots, w(3)), u: cfg.Umem},
 	}
 	k := &SimKernel{
-		u:    cfg.Umem,
-		fill: newConsumer(fillSlots, w(0)),
-		comp: newProducer(compSlots, w(1)),
-		rx:   newProducer(rxSlots, w(2)),
-		tx:   newConsumer(txSlots, w(3)),
+		u:          cfg.Umem,
+		area:       cfg.Umem.Area(),
+		frameSize:  uint64(cfg.Umem.FrameSize()),
+		dataOffset: uint64(cfg.Umem.DataOffset()),
+		maxPacket:  cfg.Umem.MaxPacket(),
+		fill:       newConsumer(fillSlots, w(0)),
+		comp:       newProducer(compSlots, w(1)),
+		rx:         newProducer(rxSlots, w(2)),
+		tx:         newConsumer(txSlots, w(3)),
 	}
 	s.sim = k
 	return s, k, nil
@@ -71,10 +75,20 @@ func NewInMemory(cfg Config) (*Socket, *SimKernel, error) {
 //
 // A SimKernel is owned by one goroutine, which may be another than the
 // socket's worker: the two meet only through the rings' atomics, like user
-// space and the kernel. It only reads the Umem's geometry and writes frame
-// bytes.
+// space and the kernel. It writes frame bytes and never touches the Umem
+// object itself once built.
 type SimKernel struct {
-	u    *umem.Umem
+	u *umem.Umem // for NewInMemory's callers; not read while running
+	// The Umem's geometry, copied as the kernel copies it at registration:
+	// the Umem object also holds the worker's free stack and ledger, and
+	// reading its fields here would put their cache line in both cores'
+	// caches, so that every write of the worker's bookkeeping had to take
+	// the line back from this goroutine's core.
+	area       []byte
+	frameSize  uint64
+	dataOffset uint64
+	maxPacket  uint32
+
 	fill consumer[uint64]
 	comp producer[uint64]
 	rx   producer[Desc]
@@ -110,7 +124,7 @@ func (k *SimKernel) deliver(pkts [][]byte, n, length uint32) int {
 		k.fillEmpty.Add(1)
 		k.rxDropped.Add(uint64(room - frames))
 	}
-	off, maxLen := uint64(k.u.DataOffset()), k.u.MaxPacket()
+	area, mask, off, maxLen := k.area, k.frameSize-1, k.dataOffset, k.maxPacket
 	posted := uint32(0)
 	for i := range frames {
 		l := length
@@ -121,9 +135,9 @@ func (k *SimKernel) deliver(pkts [][]byte, n, length uint32) int {
 			k.rxDropped.Add(1)
 			continue // the frame stays with the kernel for the next packet, as in a driver
 		}
-		addr := k.u.Base(k.fill.get(fidx+posted)) + off
+		addr := k.fill.get(fidx+posted)&^mask + off
 		if pkts != nil {
-			copy(k.u.Frame(addr, l), pkts[i])
+			copy(area[addr:addr+uint64(l)], pkts[i])
 		}
 		k.rx.set(ridx+posted, Desc{Addr: addr, Len: l})
 		posted++
@@ -145,15 +159,15 @@ func (k *SimKernel) Transmit(max int, fn func(d Desc, pkt []byte)) int {
 		return 0
 	}
 	room, cidx := k.comp.reserve(n)
-	size, fs := k.u.Size(), k.u.FrameSize()
+	size, fs, mask := uint64(len(k.area)), uint32(k.frameSize), k.frameSize-1
 	sent := uint32(0)
 	for i := range room {
 		d := k.tx.get(idx + i)
-		if d.Addr >= size || d.Len == 0 || d.Len > fs || k.u.Room(d.Addr)+d.Len > fs {
+		if d.Addr >= size || d.Len == 0 || d.Len > fs || uint32(d.Addr&mask)+d.Len > fs {
 			k.txInvalid.Add(1)
 		} else {
 			if fn != nil {
-				fn(d, k.u.Frame(d.Addr, d.Len))
+				fn(d, k.area[d.Addr:d.Addr+uint64(d.Len):d.Addr&^mask+k.frameSize])
 			}
 			sent++
 		}
