@@ -31,7 +31,7 @@ const (
 	DefaultFramesPerQueue = 4096
 	DefaultHeadroom       = 256
 	DefaultRingSize       = 2048
-	DefaultBatchSize      = 64
+	DefaultBatchSize      = 256
 	DefaultIdleSpin       = 20 * time.Microsecond
 	DefaultMaxReals       = 65536
 	DefaultMetricsListen  = "127.0.0.1:9181"

@@ -348,8 +348,13 @@ func (l *loader) appliance(t *table, a *ApplianceConfig) {
 				a.Headroom, room, a.FrameSize, umem.KernelHeadroom, umem.MinPacketRoom)
 		}
 	}
-	if integer(l, t, "batch_size", 1, cfgMaxBatchSize, &a.BatchSize) && ringOK && uint32(a.BatchSize) > a.RingSize {
-		l.bad(tomlpos.Join(t.path, "batch_size"), "%d is larger than ring_size (%d)", a.BatchSize, a.RingSize)
+	if integer(l, t, "batch_size", 1, cfgMaxBatchSize, &a.BatchSize) {
+		if ringOK && uint32(a.BatchSize) > a.RingSize {
+			l.bad(tomlpos.Join(t.path, "batch_size"), "%d is larger than ring_size (%d)", a.BatchSize, a.RingSize)
+		}
+	} else if !t.has("batch_size") && ringOK && uint32(a.BatchSize) > a.RingSize {
+		// The default follows a ring smaller than itself.
+		a.BatchSize = int(a.RingSize)
 	}
 	l.duration(t, "idle_spin", 0, MaxIdleSpin, &a.IdleSpin)
 	if l.addr(t, "local_ipv4", &a.LocalIPv4) {

@@ -251,7 +251,7 @@ func TestDefaults(t *testing.T) {
 			FramesPerQueue: 4096,
 			Headroom:       256,
 			RingSize:       2048,
-			BatchSize:      64,
+			BatchSize:      256,
 			IdleSpin:       20 * time.Microsecond,
 			FlowSeed:       hashing.DefaultFlowSeed,
 			MaxReals:       65536,
@@ -592,6 +592,27 @@ func TestFlowSeedForms(t *testing.T) {
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), "s.toml:3:13: appliance.flow_seed: ") || !strings.Contains(err.Error(), tc.err)):
 			t.Errorf("%s: got %v, want %q", tc.val, err, tc.err)
 		}
+	}
+}
+
+// The default batch size follows a ring too small for it; a batch size set
+// larger than the ring is refused.
+func TestBatchSizeFollowsSmallRing(t *testing.T) {
+	base := "[appliance]\ninterface = \"eth1\"\nframes_per_queue = 256\nring_size = 128\n"
+	cfg, err := parseConfig("b.toml", []byte(base), testCPUs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Appliance.BatchSize; got != 128 {
+		t.Errorf("batch size %d with ring_size 128 and no batch_size, want 128", got)
+	}
+	cfg, err = parseConfig("b.toml", []byte(base+"batch_size = 32\n"), testCPUs)
+	if err != nil || cfg.Appliance.BatchSize != 32 {
+		t.Errorf("batch_size 32: %v, %v", cfg, err)
+	}
+	_, err = parseConfig("b.toml", []byte(base+"batch_size = 256\n"), testCPUs)
+	if err == nil || !strings.Contains(err.Error(), "b.toml:5:14: appliance.batch_size: 256 is larger than ring_size (128)") {
+		t.Errorf("batch_size 256 with ring_size 128: %v", err)
 	}
 }
 

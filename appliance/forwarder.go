@@ -67,10 +67,10 @@ func NewForwarder(fc flows.Config, maxReals int) (*Forwarder, error) {
 // forwarder must not be used afterwards.
 func (f *Forwarder) Close() { f.flows.Close() }
 
-// batchState holds what ForwardBatch learns in its first pass.
+// batchState holds what ForwardBatch learns in the first pass over a chunk.
 type batchState struct {
-	parsed [MaxBatch]packet.Parsed
-	hash   [MaxBatch]uint64
+	parsed [forwardChunk]packet.Parsed
+	hash   [forwardChunk]uint64
 }
 
 // Begin starts a batch: the snapshot and the time (monotonic nanoseconds)
@@ -113,6 +113,13 @@ func (f *Forwarder) Flows() *flows.Table { return f.flows }
 // MaxBatch is the largest batch ForwardBatch takes.
 const MaxBatch = 256
 
+// forwardChunk is how many frames ForwardBatch parses, hashes and prefetches
+// flow buckets for before deciding any. Enough for the flow-table misses of a
+// chunk to overlap; few enough that the chunk's parsed headers, hashes and
+// buckets are still in L1 when decide reads them (one pass over 256 frames
+// of 10k flows took 37-44 ns a frame against 34 ns in chunks of 64).
+const forwardChunk = 64
+
 // Packet is one frame of a batch for ForwardBatch: the input is Buf (the
 // whole UMEM frame, headroom included) with the packet at
 // Buf[Start:Start+Len]; ForwardBatch fills in the verdict and, unless
@@ -136,13 +143,23 @@ func (f *Forwarder) Forward(buf []byte, start, length int) (v Verdict, outStart,
 	return f.decide(&pk, p, hash)
 }
 
-// ForwardBatch forwards up to MaxBatch frames. It parses and hashes them all
-// first and touches each flow's bucket before deciding any: the flow-table
-// misses of a batch then overlap instead of stalling one after another.
+// ForwardBatch forwards up to MaxBatch frames. It takes them in chunks of up
+// to forwardChunk: it parses and hashes a chunk first and touches each flow's
+// bucket before deciding any, so that the flow-table misses of a chunk
+// overlap instead of stalling one after another.
 func (f *Forwarder) ForwardBatch(pkts []Packet) {
 	if len(pkts) > MaxBatch {
 		panic("appliance: batch larger than MaxBatch")
 	}
+	for len(pkts) > forwardChunk {
+		f.forwardOneChunk(pkts[:forwardChunk])
+		pkts = pkts[forwardChunk:]
+	}
+	f.forwardOneChunk(pkts)
+}
+
+// forwardOneChunk is ForwardBatch for at most forwardChunk frames.
+func (f *Forwarder) forwardOneChunk(pkts []Packet) {
 	ps := f.batch
 	var seed uint64
 	if f.snap != nil {
