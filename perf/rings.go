@@ -225,7 +225,7 @@ type ringsBench struct {
 
 	// Kernel side; transmitted (what left through the TX ring: the
 	// forwarder's throughput) is read by the measuring goroutine.
-	pkts        [][]byte // one batch of packets to receive
+	pkts        [][]byte // one kernelBatch of packets to receive
 	clientAt    int
 	seq         []uint32
 	pos         int
@@ -290,7 +290,7 @@ func newRingsBench(cfg RingsConfig) (_ *ringsBench, err error) {
 	if cfg.Family == 6 {
 		rb.clientAt += 12
 	}
-	rb.pkts = make([][]byte, cfg.BatchSize)
+	rb.pkts = make([][]byte, kernelBatch)
 	for i := range rb.pkts {
 		rb.pkts[i] = append([]byte(nil), frame...)
 	}
@@ -301,6 +301,12 @@ func newRingsBench(cfg RingsConfig) (_ *ringsBench, err error) {
 	rand.New(rand.NewPCG(1, 2)).Shuffle(len(rb.seq), func(i, j int) { rb.seq[i], rb.seq[j] = rb.seq[j], rb.seq[i] })
 	return rb, nil
 }
+
+// kernelBatch is how many packets the simulated kernel receives at once: a
+// NAPI poll's budget, the most a driver puts on an AF_XDP RX ring before it
+// publishes them. It does not follow the worker's batch size, so that
+// -batch measures the worker alone.
+const kernelBatch = 64
 
 // close releases everything; the worker must have returned.
 func (rb *ringsBench) close() {
