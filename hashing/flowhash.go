@@ -57,7 +57,7 @@ func FlowHash(k *packet.FlowKey, seed uint64) uint64 {
 	s1 := binary.LittleEndian.Uint64(k.Src[8:16])
 	d0 := binary.LittleEndian.Uint64(k.Dst[0:8])
 	d1 := binary.LittleEndian.Uint64(k.Dst[8:16])
-	t := uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32 | uint64(k.Family)<<40
+	t := k.Tail() // SrcPort | DstPort<<16 | Proto<<32 | Family<<40
 
 	a := fold(s0^seed^flowK0, s1^flowK1)
 	b := fold(d0^seed^flowK2, d1^flowK3)

@@ -54,6 +54,16 @@ func (k *FlowKey) Equal(o *FlowKey) bool {
 	return (a[0]^b[0])|(a[1]^b[1])|(a[2]^b[2])|(a[3]^b[3])|(a[4]^b[4]) == 0
 }
 
+// Tail returns the key's ports, protocol and family as one integer:
+// SrcPort | DstPort<<16 | Proto<<32 | Family<<40. On a little-endian machine
+// that is the key's last word as stored (the padding is zero), one load.
+func (k *FlowKey) Tail() uint64 {
+	if nativeLittleEndian {
+		return k.words()[4]
+	}
+	return uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32 | uint64(k.Family)<<40
+}
+
 // tail returns the key's last word as stored: the ports, protocol and family
 // in their fields' native byte order, and the padding zero.
 func tail(srcPort, dstPort uint16, proto, family uint8) uint64 {

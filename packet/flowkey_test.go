@@ -61,3 +61,27 @@ func TestFlowKeyEqual(t *testing.T) {
 		t.Fatalf("setV6 %+v, fields %+v: not Equal", w, f)
 	}
 }
+
+// Tail is the formula it documents, for keys written field by field and by
+// the word writers.
+func TestFlowKeyTail(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 5))
+	want := func(k *FlowKey) uint64 {
+		return uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32 | uint64(k.Family)<<40
+	}
+	for range 1000 {
+		k := FlowKey{SrcPort: uint16(r.Uint32()), DstPort: uint16(r.Uint32()), Proto: byte(r.Uint32()), Family: byte(r.Uint32())}
+		if got := k.Tail(); got != want(&k) {
+			t.Fatalf("%+v: Tail %#x, want %#x", k, got, want(&k))
+		}
+	}
+	var k FlowKey
+	k.setV4([]byte{192, 0, 2, 1}, []byte{198, 51, 100, 7}, 40000, 80, ProtoTCP)
+	if k.Tail() != want(&k) {
+		t.Fatalf("setV4: Tail %#x, want %#x", k.Tail(), want(&k))
+	}
+	k.setV6(make([]byte, 16), make([]byte, 16), 5353, 53, ProtoUDP)
+	if k.Tail() != want(&k) {
+		t.Fatalf("setV6: Tail %#x, want %#x", k.Tail(), want(&k))
+	}
+}
