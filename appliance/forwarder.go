@@ -218,7 +218,7 @@ func (f *Forwarder) decide(pk *Packet, p *packet.Parsed, hash uint64) (v Verdict
 		if slot := id & realSlotMask; int(slot) < len(s.reals) {
 			if cand := &s.reals[slot]; cand.id == id && cand.usable {
 				r = cand
-				vip = &s.vips[cand.vip]
+				vip = cand.vs
 			}
 		}
 		moved = r == nil
@@ -276,7 +276,7 @@ func (f *Forwarder) decide(pk *Packet, p *packet.Parsed, hash uint64) (v Verdict
 		outStart, outLen = pk.Start, pk.Len
 		// Both MACs at once, from the real; the EtherType and any VLAN
 		// tags stay.
-		*(*[12]byte)(pk.Buf[outStart:]) = [12]byte(r.eth[:12])
+		*(*[12]byte)(pk.Buf[outStart : outStart+12]) = [12]byte(r.eth[:12])
 	default:
 		v, outStart, outLen = f.encapsulate(pk.Buf, pk.Start, p, vip, r, hash)
 		if v != VerdictTX {

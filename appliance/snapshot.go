@@ -56,9 +56,12 @@ type vipState struct {
 }
 
 type realState struct {
-	id     uint32 // full real ID (tag and slot); 0 = slot unused in this snapshot
-	vip    int32  // index of its VIP in Snapshot.vips
-	usable bool   // may carry traffic: present, not failed, next hop known
+	id  uint32 // full real ID (tag and slot); 0 = slot unused in this snapshot
+	vip int32  // index of its VIP in Snapshot.vips
+	// vs is &Snapshot.vips[vip], for the forwarder's flow-table hits: one
+	// load instead of an index scaled by the size of a vipState.
+	vs     *vipState
+	usable bool // may carry traffic: present, not failed, next hop known
 	family uint8
 	addr4  [4]byte
 	addr6  [16]byte
@@ -177,6 +180,7 @@ func BuildSnapshot(m Model, reg *Registry, generation uint64) (*Snapshot, error)
 			r := &s.reals[id&realSlotMask]
 			r.id = id
 			r.vip = int32(i)
+			r.vs = vs
 			r.family = familyOf(b.Addr)
 			if r.family == 4 {
 				r.addr4 = b.Addr.As4()
