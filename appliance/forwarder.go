@@ -402,12 +402,19 @@ func (f *Forwarder) encapsulate6(buf []byte, start int, p *packet.Parsed, vip *v
 	}
 	ns := packet.EncapIPv6(buf, start, l2Len, ipLen, extra, proto, p.TOS, uint32(hash)&0xfffff, &src, &r.addr6)
 	if vip.Mode == ModeGUE {
-		// IPv6 requires a UDP checksum (RFC 8200 section 8.1).
+		// IPv6 requires a UDP checksum (RFC 8200 section 8.1). The inner
+		// packet's sum comes from its headers and its own checksum where
+		// that is sound, instead of from every byte of it.
 		u := buf[ns+l2Len+packet.IPv6Len:]
 		udpLen := extra + ipLen
 		packet.WriteUDPHeader(u, gueSourcePort(hash), vip.gueport, uint16(udpLen), 0)
-		sum := packet.PseudoHeaderSum(src[:], r.addr6[:], packet.ProtoUDP, uint32(udpLen))
-		ck := packet.Finish(packet.Checksum(u[:udpLen], uint32(sum)))
+		sum := uint32(packet.PseudoHeaderSum(src[:], r.addr6[:], packet.ProtoUDP, uint32(udpLen)))
+		var ck uint16
+		if inner, ok := packet.EncapsulatedSum(u[packet.UDPLen:udpLen], p); ok {
+			ck = packet.Finish(packet.Checksum(u[:packet.UDPLen], sum+uint32(inner)))
+		} else {
+			ck = packet.Finish(packet.Checksum(u[:udpLen], sum))
+		}
 		if ck == 0 {
 			ck = 0xffff
 		}

@@ -66,3 +66,59 @@ func UpdateChecksum32(check uint16, old, new uint32) uint16 {
 		uint64(uint16(new>>16)) + uint64(uint16(new))
 	return ^fold64(acc)
 }
+
+// EncapsulatedSum returns the ones'-complement sum (folded, not complemented)
+// of the whole IP packet ip, parsed into p, reading only its headers: the
+// sum a UDP checksum in front of it (GUE over IPv6) needs. A transport
+// checksum that verifies makes the sum of its segment the negative of its
+// pseudo header's sum, and an ICMPv4 message's sum zero, so the payload need
+// not be read (the shortcut of Linux's local checksum offload). The
+// addresses, in both the IP header and the pseudo header, then cancel out:
+// what remains are the header's other words, less the protocol and the
+// segment's length.
+//
+// ok is false, and the caller must sum the bytes, where that does not hold or
+// is not known: fragments, IPv6 extension headers, UDP without a checksum,
+// protocols other than TCP, UDP, ICMP and ICMPv6. A packet whose own
+// transport checksum is wrong gets a wrong sum, so that a receiver checking
+// the outer checksum drops what the inner one would have dropped.
+func EncapsulatedSum(ip []byte, p *Parsed) (sum uint16, ok bool) {
+	if p.Fragment || p.L4Off <= p.L3Off {
+		return 0, false
+	}
+	hl, n := int(p.L4Off-p.L3Off), int(p.IPLen)
+	if hl > n || n > len(ip) {
+		return 0, false
+	}
+	seg := ip[hl:n]
+	var pseudo bool // the transport checksum covers a pseudo header
+	switch {
+	case p.Proto == ProtoTCP && len(seg) >= TCPMinLen,
+		p.Proto == ProtoUDP && len(seg) >= UDPLen && binary.BigEndian.Uint16(seg[6:8]) != 0,
+		p.Proto == ProtoICMPv6 && p.Family == 6 && len(seg) >= ICMPHeaderLen:
+		pseudo = true
+	case p.Proto == ProtoICMP && p.Family == 4 && len(seg) >= ICMPHeaderLen:
+	default:
+		return 0, false
+	}
+	switch {
+	case p.Family == 4 && hl >= IPv4MinLen:
+		if !pseudo {
+			return Checksum(ip[:hl], 0), true
+		}
+		// Words 0-5 (version to checksum), then any options; the
+		// addresses cancel. The length is under 2^16.
+		acc := uint64(binary.BigEndian.Uint32(ip[0:4])) + uint64(binary.BigEndian.Uint32(ip[4:8])) +
+			uint64(binary.BigEndian.Uint32(ip[8:12])) + uint64(^uint16(p.Proto)) + uint64(^uint16(len(seg)))
+		if hl > IPv4MinLen {
+			acc += uint64(Checksum(ip[IPv4MinLen:hl], 0))
+		}
+		return fold64(acc), true
+	case p.Family == 6 && hl == IPv6Len:
+		// Version to hop limit; the addresses cancel.
+		acc := uint64(binary.BigEndian.Uint32(ip[0:4])) + uint64(binary.BigEndian.Uint32(ip[4:8])) +
+			uint64(^uint16(p.Proto)) + uint64(^uint16(len(seg)>>16)) + uint64(^uint16(len(seg)))
+		return fold64(acc), true
+	}
+	return 0, false
+}

@@ -326,3 +326,98 @@ func TestWriteIPv6Header(t *testing.T) {
 		}
 	}
 }
+
+// EncapsulatedSum, which reads only headers, against the bytes summed one by
+// one: for inner packets whose checksums verify it gives the same sum; after
+// one payload byte changes it no longer does (a receiver checking the outer
+// checksum drops the packet, as the inner checksum would); and it declines
+// the packets where the shortcut does not hold.
+func TestEncapsulatedSum(t *testing.T) {
+	r := newRand(t)
+	same := func(a, b uint16) bool { // equal as ones'-complement values (0 and 0xffff are both zero)
+		return a == b || a|b == 0xffff && (a == 0 || b == 0)
+	}
+	// build returns an inner IP packet of family fam carrying a valid
+	// transport message of protocol proto with n bytes of data.
+	build := func(fam int, proto uint8, n int, opts []byte) []byte {
+		data := randBytes(r, n)
+		var seg []byte
+		switch proto {
+		case packet.ProtoTCP:
+			seg = tcpSeg(uint16(r.Uint32()), 443, 0x10, 4*r.IntN(4), data)
+		case packet.ProtoUDP:
+			seg = udpDgram(uint16(r.Uint32()), 53, data)
+		default:
+			seg = icmpMsg(8, 0, r.Uint32(), data) // echo request; ICMPv4 checksum set
+		}
+		ck := 16 // TCP
+		switch proto {
+		case packet.ProtoUDP:
+			ck = 6
+		case packet.ProtoICMP, packet.ProtoICMPv6:
+			ck = 2
+		}
+		seg[ck], seg[ck+1] = 0, 0
+		if fam == 4 {
+			init := uint32(0)
+			if proto != packet.ProtoICMP {
+				init = uint32(slowChecksum(pseudo4(client4, vip4, proto, uint16(len(seg))), 0))
+			}
+			binary.BigEndian.PutUint16(seg[ck:], ^slowChecksum(seg, init))
+			return v4{Proto: proto, Src: client4, Dst: vip4, Opts: opts}.build(seg)
+		}
+		init := uint32(slowChecksum(pseudo6(client6, vip6, proto, uint32(len(seg))), 0))
+		binary.BigEndian.PutUint16(seg[ck:], ^slowChecksum(seg, init))
+		return v6{NH: proto, Src: client6, Dst: vip6}.build(seg)
+	}
+	parse := func(ip []byte) *packet.Parsed {
+		et := uint16(packet.EtherTypeIPv4)
+		if ip[0]>>4 == 6 {
+			et = packet.EtherTypeIPv6
+		}
+		var p packet.Parsed
+		packet.Parse(cat(ethHdr(et), ip), &p)
+		if p.Reason != packet.OK {
+			t.Fatalf("test packet does not parse: %v", p.Reason)
+		}
+		return &p
+	}
+	for i := range 4000 {
+		fam := 4 + 2*r.IntN(2)
+		protos := []uint8{packet.ProtoTCP, packet.ProtoUDP, packet.ProtoICMP}
+		if fam == 6 {
+			protos[2] = packet.ProtoICMPv6
+		}
+		proto := protos[r.IntN(3)]
+		var opts []byte
+		if fam == 4 && r.IntN(4) == 0 {
+			opts = make([]byte, 4*(1+r.IntN(10))) // end-of-options padding
+		}
+		n := r.IntN(1500)
+		if i < 8 {
+			n = i // empty and tiny payloads
+		}
+		ip := build(fam, proto, n, opts)
+		p := parse(ip)
+		got, ok := packet.EncapsulatedSum(ip, p)
+		if want := slowChecksum(ip, 0); !ok || !same(got, want) {
+			t.Fatalf("ipv%d proto %d, %d data bytes: EncapsulatedSum %#04x %v, summed %#04x", fam, proto, n, got, ok, want)
+		}
+		if n > 0 {
+			ip[len(ip)-1-r.IntN(n)] ^= byte(1 + r.IntN(255))
+			if got, ok := packet.EncapsulatedSum(ip, p); !ok || same(got, slowChecksum(ip, 0)) {
+				t.Fatalf("ipv%d proto %d: a changed payload byte went unnoticed", fam, proto)
+			}
+		}
+	}
+
+	// Where the shortcut does not hold, it declines.
+	udp0 := v4{Proto: packet.ProtoUDP, Src: client4, Dst: vip4}.build(udpDgram(1000, 53, []byte("no checksum")))
+	first := v4{Proto: packet.ProtoTCP, Src: client4, Dst: vip4, Frag: packet.IPv4FlagMF}.build(tcpSeg(1000, 80, 0x10, 0, make([]byte, 64)))
+	hbh := v6{NH: 0, Src: client6, Dst: vip6}.build(cat(ext6(packet.ProtoTCP, 1), tcpSeg(1000, 80, 0x10, 0, nil)))
+	for name, ip := range map[string][]byte{"udp without checksum": udp0, "first fragment": first, "ipv6 hop-by-hop": hbh} {
+		if _, ok := packet.EncapsulatedSum(ip, parse(ip)); ok {
+			t.Errorf("%s: EncapsulatedSum did not decline", name)
+		}
+	}
+}
