@@ -67,7 +67,7 @@ func BenchmarkLookupHot(b *testing.B) {
 const batch = 32
 
 // benchLookup looks up every one of flows flows in shuffled order, either
-// one by one or as a worker does: Prefetch for a batch, then the lookups.
+// one by one or as a worker does: PrefetchAll for a batch, then the lookups.
 func benchLookup(b *testing.B, capacity, flows int) {
 	cfg := DefaultConfig()
 	cfg.Capacity = capacity
@@ -94,9 +94,7 @@ func benchLookup(b *testing.B, capacity, flows int) {
 		for b.Loop() {
 			base := n % len(keys) // len(keys) is a multiple of batch
 			ks, hs := keys[base:base+batch], hashes[base:base+batch]
-			for _, h := range hs {
-				tb.Prefetch(h)
-			}
+			tb.PrefetchAll(hs)
 			for j := range ks {
 				if _, ok := tb.Lookup(&ks[j], hs[j], t0); ok {
 					hits++
@@ -170,9 +168,7 @@ func benchInsertEvict(b *testing.B, capacity int) {
 				pos += batch
 				ks, hs := keys[base:base+batch], hashes[base:base+batch]
 				if prefetch {
-					for _, h := range hs {
-						tb.Prefetch(h)
-					}
+					tb.PrefetchAll(hs)
 				}
 				for j := range ks {
 					if tb.Insert(&ks[j], hs[j], uint32(n), now) == Evicted {

@@ -43,6 +43,6 @@
 // entry: 57.5 MB for 1<<20 entries.
 //
 // Memory latency, not instructions, bounds a lookup in a large table. A
-// worker that calls Prefetch for every packet of a batch before looking any
-// of them up lets the batch's cache misses overlap.
+// worker that calls PrefetchAll with the hashes of a whole batch before
+// looking any of them up lets the batch's cache misses overlap.
 package flows

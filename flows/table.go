@@ -37,7 +37,7 @@ const (
 // all the metadata (a miss reads nothing else); the keys follow, so the key
 // a hit compares is on the same page as the metadata (no second TLB miss)
 // and slot 0's key is in the metadata's 128-byte line pair, which the CPU's
-// adjacent-line prefetcher and Prefetch bring in together. Inserts fill the
+// adjacent-line prefetcher and PrefetchAll bring in together. Inserts fill the
 // lowest free slot, so in a table that is not full most flows are in slot 0.
 //
 // A tag of 0 marks an empty slot; a live slot's tag is the top byte of its
@@ -122,7 +122,7 @@ type Table struct {
 	lastFill  int64
 	primed    bool // lastFill is valid
 
-	sink  uint64 // keeps Prefetch's loads alive
+	sink  uint64 // keeps PrefetchAll's loads alive
 	stats Stats
 	cfg   Config
 }
@@ -227,22 +227,16 @@ func bucketOf(hash, nb uint64) uint64 {
 	return (uint64(uint32(hash)) * nb) >> 32
 }
 
-// Prefetch loads the cache lines that a Lookup or Insert of a key with this
-// hash reads first: the bucket's metadata and slot 0's key. A worker calls
-// it for every packet of a batch before it looks any of them up, so the
-// cache misses of the whole batch overlap instead of being paid one after
-// another (on the development VM, lookups over 64k flows in a 1M table
-// cost about 42 ns each one by one and 22 ns in batches of 32 after
-// Prefetch). Go has no prefetch instruction, so these are ordinary loads
-// kept alive through a field; on a cached bucket it costs about a
-// nanosecond.
-func (t *Table) Prefetch(hash uint64) {
-	b := &t.buckets[t.index(hash)]
-	t.sink += uint64(b.tags[0]) + uint64(b.keys[0].Family)
-}
-
-// PrefetchAll is Prefetch for each hash of a batch, in one tight loop that
-// keeps the table's fields and the loads' sum in registers.
+// PrefetchAll loads, for each hash of a batch, the cache lines that a Lookup
+// or Insert of a key with that hash reads first: the bucket's metadata and
+// slot 0's key. A worker calls it for a whole batch before it looks any of
+// them up, so that the batch's cache misses overlap instead of being paid one
+// after another (on the development VM, lookups over 64k flows in a 1M table
+// cost about 42 ns each one by one and 22 ns in batches of 32 after a
+// prefetch). Go has no prefetch instruction, so these are ordinary loads in
+// one tight loop that keeps the table's fields and the loads' sum in
+// registers, kept alive through a field; on cached buckets it costs about a
+// nanosecond a hash.
 func (t *Table) PrefetchAll(hashes []uint64) {
 	buckets, nb := t.buckets, t.nb
 	var sum uint64

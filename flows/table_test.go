@@ -639,7 +639,7 @@ func TestNoAllocs(t *testing.T) {
 			full.Delete(&miss, 12345, now)
 		}},
 		{"Sweep", func() { tb.Sweep(t0+3600*sec, 16) }},
-		{"Prefetch", func() { tb.Prefetch(h) }},
+		{"PrefetchAll", func() { tb.PrefetchAll([]uint64{h, h + 1}) }},
 		{"Stats", func() { _ = tb.Stats() }},
 	} {
 		if a := testing.AllocsPerRun(1000, c.f); a != 0 {
