@@ -408,7 +408,12 @@ func (f *Forwarder) encapsulate6(buf []byte, start int, p *packet.Parsed, vip *v
 		u := buf[ns+l2Len+packet.IPv6Len:]
 		udpLen := extra + ipLen
 		packet.WriteUDPHeader(u, gueSourcePort(hash), vip.gueport, uint16(udpLen), 0)
-		sum := uint32(packet.PseudoHeaderSum(src[:], r.addr6[:], packet.ProtoUDP, uint32(udpLen)))
+		var sum uint32
+		if vip.srcPrefix {
+			sum = uint32(packet.PseudoHeaderSum(src[:], r.addr6[:], packet.ProtoUDP, uint32(udpLen)))
+		} else {
+			sum = uint32(r.addrSum6) + packet.ProtoUDP + uint32(udpLen) // udpLen < 2^16
+		}
 		var ck uint16
 		if inner, ok := packet.EncapsulatedSum(u[packet.UDPLen:udpLen], p); ok {
 			ck = packet.Finish(packet.Checksum(u[:packet.UDPLen], sum+uint32(inner)))

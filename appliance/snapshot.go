@@ -76,11 +76,15 @@ type realState struct {
 	// VIPs; DSR uses only the addresses). encapLen is the length of the outer
 	// headers (0 for DSR), outerProto the outer IPv4 protocol or IPv6 next
 	// header, and src4 and dst4 the outer IPv4 addresses as big-endian
-	// integers (src4 unless the VIP crafts sources per flow).
+	// integers (src4 unless the VIP crafts sources per flow). addrSum6 is the
+	// ones'-complement sum of the outer IPv6 source and destination, the
+	// part of GUE's pseudo header that does not change (unless the VIP
+	// crafts sources).
 	eth        [packet.EthernetLen]byte
 	encapLen   uint8
 	outerProto uint8
 	src4, dst4 uint32
+	addrSum6   uint16
 }
 
 // Errors that snapshot building reports wrapped with context.
@@ -221,6 +225,9 @@ func (r *realState) setOuter(v *vipState, s *Snapshot) {
 	}
 	r.src4 = binary.BigEndian.Uint32(s.local4[:])
 	r.dst4 = binary.BigEndian.Uint32(r.addr4[:])
+	if r.family == 6 {
+		r.addrSum6 = packet.PseudoHeaderSum(s.local6[:], r.addr6[:], 0, 0)
+	}
 }
 
 // usable reports whether a backend may carry traffic: its established flows
