@@ -324,9 +324,12 @@ func (f *Forwarder) encapsulate(buf []byte, start int, p *packet.Parsed, vip *vi
 	if start < hdrLen {
 		return f.drop(DropNoHeadroom)
 	}
-	if r.family != 4 || p.L3Off != packet.EthernetLen {
-		// VLAN tags and outer IPv6 headers, rarer, take the general path,
-		// so that the common one here keeps few values across calls.
+	if r.family != 4 {
+		return f.encapsulate6(buf, start, p, vip, r, hash, total)
+	}
+	if p.L3Off != packet.EthernetLen {
+		// VLAN tags, rarer, take the general path, so that the common one
+		// here keeps few values across calls.
 		return f.encapsulateAny(buf, start, p, vip, r, hash, total)
 	}
 	// An untagged frame with an outer IPv4 header: the whole Ethernet
@@ -356,19 +359,13 @@ func (f *Forwarder) encapsulate(buf []byte, start int, p *packet.Parsed, vip *vi
 	return VerdictTX, ns, packet.EthernetLen + total
 }
 
-// encapsulateAny is encapsulate for any L2 header and either outer family;
+// encapsulateAny is encapsulate for any L2 header and an outer IPv4 header;
 // total is the length of the packet from the outer header on.
 func (f *Forwarder) encapsulateAny(buf []byte, start int, p *packet.Parsed, vip *vipState, r *realState, hash uint64, total int) (Verdict, int, int) {
 	l2Len := int(p.L3Off)
 	ipLen := int(p.IPLen)
-	extra := 0
-	if vip.Mode == ModeGUE {
-		extra = packet.UDPLen
-	}
+	extra := int(r.encapLen) - packet.IPv4MinLen // the UDP header for GUE
 	proto := r.outerProto
-	if r.family != 4 {
-		return f.encapsulate6(buf, start, p, vip, r, hash, extra, proto, total)
-	}
 	s := f.snap
 	src := s.local4
 	if vip.srcPrefix {
@@ -389,18 +386,30 @@ func (f *Forwarder) encapsulateAny(buf []byte, start int, p *packet.Parsed, vip 
 	return VerdictTX, ns, l2Len + total
 }
 
-// encapsulate6 finishes encapsulateAny for a real with an IPv6 address: extra
-// is the UDP header's length for GUE (0 for IPIP), proto the outer next
-// header and total the length of the packet from the outer header on.
-func (f *Forwarder) encapsulate6(buf []byte, start int, p *packet.Parsed, vip *vipState, r *realState, hash uint64, extra int, proto uint8, total int) (Verdict, int, int) {
+// encapsulate6 is encapsulate for a real with an IPv6 address; total is the
+// length of the packet from the outer header on.
+func (f *Forwarder) encapsulate6(buf []byte, start int, p *packet.Parsed, vip *vipState, r *realState, hash uint64, total int) (Verdict, int, int) {
 	s := f.snap
 	l2Len := int(p.L3Off)
 	ipLen := int(p.IPLen)
+	extra := int(r.encapLen) - packet.IPv6Len // the UDP header for GUE
 	src := s.local6
 	if vip.srcPrefix {
 		src = craft6(vip, hash)
 	}
-	ns := packet.EncapIPv6(buf, start, l2Len, ipLen, extra, proto, p.TOS, uint32(hash)&0xfffff, &src, &r.addr6)
+	flow := uint32(hash) & 0xfffff
+	var ns int
+	if l2Len == packet.EthernetLen {
+		// Untagged: the whole Ethernet header comes from r.
+		ns = start - int(r.encapLen)
+		*(*[packet.EthernetLen]byte)(buf[ns:]) = r.eth
+		packet.WriteIPv6Header(buf[ns+packet.EthernetLen:], p.TOS, flow, uint16(extra+ipLen), r.outerProto, packet.DefaultTTL, &src, &r.addr6)
+	} else {
+		ns = packet.EncapIPv6(buf, start, l2Len, ipLen, extra, r.outerProto, p.TOS, flow, &src, &r.addr6)
+		eth := packet.Ethernet(buf[ns:])
+		eth.SetDst(r.mac)
+		eth.SetSrc(s.localMAC)
+	}
 	if vip.Mode == ModeGUE {
 		// IPv6 requires a UDP checksum (RFC 8200 section 8.1). The inner
 		// packet's sum comes from its headers and its own checksum where
@@ -425,9 +434,6 @@ func (f *Forwarder) encapsulate6(buf []byte, start int, p *packet.Parsed, vip *v
 		}
 		packet.UDP(u).SetChecksum(ck)
 	}
-	eth := packet.Ethernet(buf[ns:])
-	eth.SetDst(r.mac)
-	eth.SetSrc(s.localMAC)
 	return VerdictTX, ns, l2Len + total
 }
 
