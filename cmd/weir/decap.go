@@ -453,6 +453,43 @@ type decapProblem struct {
 	key, msg string
 }
 
+// decodeList decodes the array v of key k (its value at valAt), each element a
+// string that parse turns into a T. A value that is not an array, an element
+// that is not a string or that parse refuses, and a repeat of an earlier
+// element go to bad, each at its own position; want says what the array
+// holds. It returns the elements that were good, in order.
+func decodeList[T comparable](k string, v any, pos tomlpos.Positions, valAt tomlpos.Pos,
+	bad func(key string, at tomlpos.Pos, format string, args ...any), want string, parse func(string) (T, error)) []T {
+	list, ok := v.([]any)
+	if !ok {
+		bad(k, valAt, "must be an array of %s, not %s", want, tomlpos.TypeName(v))
+		return nil
+	}
+	var out []T
+	first := map[T]int{} // where each value was first written
+	for i, e := range list {
+		name := tomlpos.Index(k, i)
+		at := pos.Value(name)
+		str, ok := e.(string)
+		if !ok {
+			bad(name, at, "must be a string, not %s", tomlpos.TypeName(e))
+			continue
+		}
+		x, err := parse(str)
+		if err != nil {
+			bad(name, at, "%v", err)
+			continue
+		}
+		if j, dup := first[x]; dup {
+			bad(name, at, "%v is already %s", x, tomlpos.Index(k, j))
+			continue
+		}
+		first[x] = i
+		out = append(out, x)
+	}
+	return out
+}
+
 // parseDecapFile decodes a -c file. Every problem comes back formatted as
 // file:line:col: key: message, in file order.
 func parseDecapFile(path string, data []byte) (decapSettings, []string) {
@@ -485,57 +522,9 @@ func parseDecapFile(path string, data []byte) (decapSettings, []string) {
 				s.iface = str
 			}
 		case "vips":
-			list, ok := v.([]any)
-			if !ok {
-				bad(k, valAt, "must be an array of addresses, like [\"192.0.2.1\", \"2001:db8::1\"], not %s", tomlpos.TypeName(v))
-				break
-			}
-			for i, e := range list {
-				name := tomlpos.Index(k, i)
-				at := pos.Value(name)
-				str, ok := e.(string)
-				if !ok {
-					bad(name, at, "must be a string, not %s", tomlpos.TypeName(e))
-					continue
-				}
-				a, err := parseDecapVIP(str)
-				if err != nil {
-					bad(name, at, "%v", err)
-					continue
-				}
-				if j := slices.Index(s.vips, a); j >= 0 {
-					bad(name, at, "%s is already vips[%d]", a, j)
-					continue
-				}
-				s.vips = append(s.vips, a)
-			}
+			s.vips = decodeList(k, v, pos, valAt, bad, `addresses, like ["192.0.2.1", "2001:db8::1"]`, parseDecapVIP)
 		case "allow_sources":
-			list, ok := v.([]any)
-			if !ok {
-				bad(k, valAt, "must be an array of prefixes or addresses, like [\"10.0.0.1\", \"fd00:1::/64\"], not %s", tomlpos.TypeName(v))
-				break
-			}
-			first := map[netip.Prefix]int{} // where each prefix was first written
-			for i, e := range list {
-				name := tomlpos.Index(k, i)
-				at := pos.Value(name)
-				str, ok := e.(string)
-				if !ok {
-					bad(name, at, "must be a string, not %s", tomlpos.TypeName(e))
-					continue
-				}
-				p, err := parseAllowSource(str)
-				if err != nil {
-					bad(name, at, "%v", err)
-					continue
-				}
-				if j, dup := first[p]; dup {
-					bad(name, at, "%s is already %s", p, tomlpos.Index(k, j))
-					continue
-				}
-				first[p] = i
-				s.allow = append(s.allow, p)
-			}
+			s.allow = decodeList(k, v, pos, valAt, bad, `prefixes or addresses, like ["10.0.0.1", "fd00:1::/64"]`, parseAllowSource)
 		case "gue_port":
 			n, ok := v.(int64)
 			switch {

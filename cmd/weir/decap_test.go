@@ -113,6 +113,10 @@ func TestDecapFileErrors(t *testing.T) {
 			"F:6:19: vips[4]: must be a string, not an integer",
 			"F:7:3: vips[5]: 2001:db8::1 is already vips[1]",
 		}},
+		{"vip repeated after a bad one", "interface = \"eth0\"\nvips = [\"192.0.2.300\", \"192.0.2.1\", \"192.0.2.1\"]\n", []string{
+			`F:2:9: vips[0]: "192.0.2.300" is not an IP address`,
+			"F:2:37: vips[2]: 192.0.2.1 is already vips[1]",
+		}},
 		{"allow_sources type", "interface = \"eth0\"\nvips = [\"192.0.2.1\"]\nallow_sources = \"10.0.0.1\"\n", []string{
 			`F:3:17: allow_sources: must be an array of prefixes or addresses, like ["10.0.0.1", "fd00:1::/64"], not a string`,
 		}},
