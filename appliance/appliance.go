@@ -478,7 +478,7 @@ func (a *Appliance) RealStats() []RealStat {
 		if r.id == 0 {
 			continue
 		}
-		out = append(out, RealStat{VIP: s.vips[r.vip].VIPKey, Backend: r.name, Packets: sums[i].Packets, Bytes: sums[i].Bytes, NewFlows: sums[i].NewFlows})
+		out = append(out, RealStat{VIP: r.vs.VIPKey, Backend: r.name, Packets: sums[i].Packets, Bytes: sums[i].Bytes, NewFlows: sums[i].NewFlows})
 	}
 	return out
 }

@@ -436,7 +436,7 @@ func realTraffic(snap *Snapshot, workers []WorkerStats) [][]RealCounters {
 		if r.family == 4 {
 			addr = netip.AddrFrom4(r.addr4)
 		}
-		slotOf[realKey{snap.vips[r.vip].VIPKey, addr}] = slot
+		slotOf[realKey{r.vs.VIPKey, addr}] = slot
 	}
 	out := make([][]RealCounters, len(snap.Model.VIPs))
 	for i := range snap.Model.VIPs {

@@ -356,7 +356,7 @@ func realIDs(s *Snapshot) map[string]uint32 {
 	ids := make(map[string]uint32)
 	for _, r := range s.reals {
 		if r.id != 0 {
-			ids[fmt.Sprintf("%s/%s", s.vips[r.vip].VIPKey, r.name)] = r.id
+			ids[fmt.Sprintf("%s/%s", r.vs.VIPKey, r.name)] = r.id
 		}
 	}
 	return ids

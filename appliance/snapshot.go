@@ -56,10 +56,10 @@ type vipState struct {
 }
 
 type realState struct {
-	id  uint32 // full real ID (tag and slot); 0 = slot unused in this snapshot
-	vip int32  // index of its VIP in Snapshot.vips
-	// vs is &Snapshot.vips[vip], for the forwarder's flow-table hits: one
-	// load instead of an index scaled by the size of a vipState.
+	id uint32 // full real ID (tag and slot); 0 = slot unused in this snapshot
+	// vs is its VIP, an element of Snapshot.vips (a pointer rather than an
+	// index: a flow-table hit then loads it instead of scaling an index by
+	// the size of a vipState).
 	vs     *vipState
 	usable bool // may carry traffic: present, not failed, next hop known
 	family uint8
@@ -183,7 +183,6 @@ func BuildSnapshot(m Model, reg *Registry, generation uint64) (*Snapshot, error)
 			next++
 			r := &s.reals[id&realSlotMask]
 			r.id = id
-			r.vip = int32(i)
 			r.vs = vs
 			r.family = familyOf(b.Addr)
 			if r.family == 4 {
