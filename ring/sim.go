@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
-
-	"github.com/weirlb/weir/umem"
 )
 
 // NewInMemory builds a Socket whose four rings live in ordinary memory, with
@@ -52,7 +50,6 @@ func NewInMemory(cfg Config) (*Socket, *SimKernel, error) {
 		tx:         TXQueue{r: newProducer(txSlots, w(3)), u: cfg.Umem},
 	}
 	k := &SimKernel{
-		u:          cfg.Umem,
 		area:       cfg.Umem.Area(),
 		frameSize:  uint64(cfg.Umem.FrameSize()),
 		dataOffset: uint64(cfg.Umem.DataOffset()),
@@ -78,7 +75,6 @@ func NewInMemory(cfg Config) (*Socket, *SimKernel, error) {
 // space and the kernel. It writes frame bytes and never touches the Umem
 // object itself once built.
 type SimKernel struct {
-	u *umem.Umem // for NewInMemory's callers; not read while running
 	// The Umem's geometry, copied as the kernel copies it at registration:
 	// the Umem object also holds the worker's free stack and ledger, and
 	// reading its fields here would put their cache line in both cores'
